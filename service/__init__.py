@@ -1,0 +1,1 @@
+"""Sentiment inference service: API, queue protocol, batching, inference workers."""

@@ -1,0 +1,102 @@
+"""How a worker turns queued requests into model calls; no Redis, no TensorFlow here.
+
+Two steps:
+
+1. `BatchCollector.collect` gathers requests: whatever is waiting, up to
+   ``max_texts`` texts and ``max_tokens`` (texts × longest sequence), waiting at
+   most ``max_wait_s`` after the first one for more. A request that does not fit
+   is held over, first in line for the next batch.
+2. `plan_model_calls` cuts the batch's texts into model calls padded only to
+   their own longest sequence: texts sorted by length, so that short texts
+   don't pay for a long one's padding.
+
+Blocking reads can't do the short wait: Redis checks blocking timeouts on its
+``hz`` timer (every 100 ms by default), so a 5 ms BLOCK lasts 100 ms. The wait
+for *more* items therefore polls without blocking; only the wait for the
+*first* item blocks (an arriving item wakes it at once).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class Queued(Protocol):
+    sequences: Sequence[Sequence[int]]
+
+
+# fetch(max_items, block_s) -> items; block_s None means "don't wait".
+Fetch = Callable[[int, float | None], list]
+
+
+@dataclass
+class BatchCollector:
+    max_texts: int
+    max_tokens: int
+    max_wait_s: float
+    idle_block_s: float = 1.0
+    poll_interval_s: float = 0.0005
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    held_over: deque = field(default_factory=deque)
+
+    def collect(self, fetch: Fetch) -> list:
+        """One batch (possibly empty, when nothing arrived within ``idle_block_s``)."""
+        batch: list = []
+        texts = longest = 0
+
+        def admit(item) -> bool:
+            nonlocal texts, longest
+            item_longest = max((len(s) for s in item.sequences), default=0)
+            new_texts, new_longest = texts + len(item.sequences), max(longest, item_longest)
+            if batch and (new_texts > self.max_texts or new_texts * new_longest > self.max_tokens):
+                return False
+            batch.append(item)
+            texts, longest = new_texts, new_longest
+            return True
+
+        while self.held_over and admit(self.held_over[0]):
+            self.held_over.popleft()
+        if self.held_over:
+            return batch  # the next held-over item did not fit: this batch is full
+        if not batch:
+            first = fetch(self.max_texts, self.idle_block_s)
+            if not first:
+                return batch
+            self._admit_all(first, admit)
+        give_up_at = self.clock() + self.max_wait_s
+        while texts < self.max_texts and not self.held_over:
+            more = fetch(self.max_texts - texts, None)
+            if more:
+                self._admit_all(more, admit)
+                continue
+            remaining = give_up_at - self.clock()
+            if remaining <= 0:
+                break
+            self.sleep(min(self.poll_interval_s, remaining))
+        return batch
+
+    def _admit_all(self, items: list, admit: Callable[[object], bool]) -> None:
+        for item in items:
+            if self.held_over or not admit(item):
+                self.held_over.append(item)
+
+
+def plan_model_calls(lengths: Sequence[int], max_texts: int, max_tokens: int) -> list[list[int]]:
+    """Group text indices into model calls, each within both budgets, shortest texts first."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    calls: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        # Sorted ascending, so this text is the longest of the call if added.
+        if current and (len(current) + 1 > max_texts or (len(current) + 1) * lengths[index] > max_tokens):
+            calls.append(current)
+            current = []
+        current.append(index)
+    if current:
+        calls.append(current)
+    return calls

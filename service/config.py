@@ -1,0 +1,126 @@
+"""Every setting of the service, read from ``SENTIMENT_*`` environment variables.
+
+Values are validated when a process starts; a bad one stops it with a message
+naming the variable, instead of failing later on the first request.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Settings shared by the launcher, the API processes and the inference workers."""
+
+    model_config = SettingsConfigDict(env_prefix="SENTIMENT_", extra="ignore", frozen=True, use_attribute_docstrings=True)
+
+    redis_url: str | None = None
+    """Redis to use (``redis://``, ``rediss://``, ``unix://``). Unset: ``make run`` starts an embedded one."""
+
+    redis_key_prefix: str = "sentiment"
+    """Prefix of every Redis key, so that several deployments can share one Redis."""
+
+    redis_timeout_s: float = Field(0.5, gt=0, le=10)
+    """Connect and command timeout for non-blocking Redis calls: how fast a dead Redis turns into a 503."""
+
+    model_store: Path = ROOT / "model_store"
+    """Folder holding ``<model_name>/<version>/`` SavedModels."""
+
+    model_name: str = Field("sentiment", pattern=r"^[A-Za-z0-9_.-]+$")
+    """Which model of the store to serve."""
+
+    model_version: int | None = Field(None, ge=1)
+    """Version to serve; unset serves the highest version present."""
+
+    max_texts_per_request: int = Field(64, ge=1, le=10_000)
+    """Most texts in one ``POST /predict``; more gets 413."""
+
+    max_text_chars: int = Field(50_000, ge=1)
+    """Longest accepted text, in characters; longer gets 413 (texts are also truncated to the model's token limit)."""
+
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    """Largest accepted request body; larger gets 413 before it is read."""
+
+    default_deadline_ms: int = Field(2000, ge=1)
+    """Time a request may take end to end; a client may shorten it with ``X-Deadline-Ms``. Past it: 504."""
+
+    queue_max_requests: int = Field(2048, ge=1)
+    """Most requests waiting in Redis; beyond it ``/predict`` answers 503 with ``Retry-After``."""
+
+    retry_after_s: int = Field(1, ge=1)
+    """``Retry-After`` sent with 503 responses."""
+
+    result_ttl_s: int = Field(30, ge=1)
+    """How long a result waits in Redis for an API process that may have given up."""
+
+    max_batch_size: int = Field(128, ge=1)
+    """Most texts the worker runs through the model at once."""
+
+    max_batch_wait_ms: float = Field(5.0, ge=0)
+    """How long a worker waits, after the first text of a batch, for more to fill it."""
+
+    max_batch_tokens: int = Field(32_768, ge=1)
+    """Token budget of a batch: texts × longest sequence (padding included)."""
+
+    claim_idle_ms: int = Field(1000, ge=50)
+    """A request held this long by a worker that stopped heartbeating is taken over by another."""
+
+    heartbeat_interval_s: float = Field(1.0, gt=0)
+    """How often a worker reports itself alive in Redis."""
+
+    heartbeat_ttl_s: float = Field(5.0, gt=0)
+    """A worker silent for this long counts as dead (readiness, takeover)."""
+
+    tf_threads: int = Field(0, ge=0)
+    """TensorFlow intra-op threads per worker; 0 lets TensorFlow decide."""
+
+    host: str = "127.0.0.1"
+    """Interface the API binds to (``make run``); the port comes from ``PORT`` (default 8000)."""
+
+    api_processes: int = Field(2, ge=1)
+    """gunicorn worker processes of the API."""
+
+    api_threads: int = Field(32, ge=1)
+    """Threads per API process: concurrent requests each process can wait on."""
+
+    inference_workers: int = Field(1, ge=1)
+    """Inference worker processes ``make run`` starts (one per GPU; one on a CPU)."""
+
+    worker_metrics_port: int = Field(0, ge=0, le=65535)
+    """First port for inference workers' Prometheus metrics (worker i uses port + i); 0 disables."""
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Log level of every process."""
+
+    @field_validator("redis_url")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.heartbeat_ttl_s <= self.heartbeat_interval_s:
+            raise ValueError("heartbeat_ttl_s must be longer than heartbeat_interval_s")
+        return self
+
+    @property
+    def model_dir(self) -> Path:
+        return self.model_store / self.model_name
+
+
+def load_settings(**overrides) -> Settings:
+    """Read the environment; on a bad value, exit with one line per problem."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = [f"invalid setting SENTIMENT_{'_'.join(map(str, e['loc'])).upper() or '?'}: {e['msg']}" for e in exc.errors()]
+        sys.exit("\n".join(lines))

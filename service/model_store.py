@@ -1,0 +1,56 @@
+"""Find a model version in the store and read what the API needs, without TensorFlow.
+
+Layout (TensorFlow Serving's): ``<store>/<name>/<version>/`` holding
+``saved_model.pb``, ``variables/``, ``assets/{vocab.txt,tokenizer.json}`` and
+``metadata.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.tokenizer import Tokenizer
+
+
+class ModelNotFound(RuntimeError):
+    """No usable version of the model in the store."""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str
+    version: int
+    path: Path
+    metadata: dict
+
+    @property
+    def threshold(self) -> float:
+        return float(self.metadata.get("decision_threshold", 0.5))
+
+    @property
+    def label_names(self) -> tuple[str, str]:
+        negative, positive = self.metadata.get("label_names", ["negative", "positive"])
+        return negative, positive
+
+    def load_tokenizer(self) -> Tokenizer:
+        return Tokenizer.load(self.path / "assets")
+
+
+def is_complete(path: Path) -> bool:
+    return (path / "saved_model.pb").is_file() and (path / "metadata.json").is_file()
+
+
+def resolve(model_dir: Path, version: int | None = None) -> ModelVersion:
+    """The requested version, or the highest complete one."""
+    if version is None:
+        candidates = sorted((int(p.name) for p in model_dir.glob("*") if p.name.isdigit() and is_complete(p)), reverse=True)
+        if not candidates:
+            raise ModelNotFound(f"no model version under {model_dir} (train one with `make train`)")
+        version = candidates[0]
+    path = model_dir / str(version)
+    if not is_complete(path):
+        raise ModelNotFound(f"{path} is not a complete SavedModel export (saved_model.pb and metadata.json)")
+    metadata = json.loads((path / "metadata.json").read_text(encoding="utf-8"))
+    return ModelVersion(model_dir.name, version, path, metadata)

@@ -1,0 +1,199 @@
+"""Inference worker: pull micro-batches from Redis, run the model, push results back.
+
+Run one per GPU (one on a CPU machine)::
+
+    python -m service.worker
+
+First SIGTERM/SIGINT: finish the batch in hand, acknowledge it, sign off, exit 0.
+Second: exit at once (whatever it held is taken over by another worker).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+
+import redis
+
+from service import metrics
+from service.batching import BatchCollector, plan_model_calls
+from service.config import Settings, load_settings
+from service.logs import configure_logging
+from service.model_store import resolve
+from service.queue import QueuedRequest, RequestQueue, connect
+
+log = logging.getLogger("service.worker")
+
+
+class InferenceWorker:
+    """The loop: heartbeat, take over abandoned work, collect a batch, perform it."""
+
+    def __init__(self, settings: Settings, model, queue: RequestQueue, consumer: str, device: str = "CPU"):
+        self.settings = settings
+        self.model = model
+        self.queue = queue
+        self.consumer = consumer
+        self.device = device
+        self.collector = BatchCollector(
+            max_texts=settings.max_batch_size,
+            max_tokens=settings.max_batch_tokens,
+            max_wait_s=settings.max_batch_wait_ms / 1000,
+            idle_block_s=settings.heartbeat_interval_s / 2,
+        )
+        self.stop_requested = False
+        self.started_at = time.time()
+        self.batches = 0
+        self.texts = 0
+        self._next_heartbeat = 0.0
+        self._next_claim = 0.0
+
+    # --- signals ---------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def request_stop(self, signum: int, _frame) -> None:
+        if self.stop_requested:
+            log.warning("second %s: exiting now", signal.Signals(signum).name)
+            os._exit(1)
+        log.info("%s: finishing the current batch, then stopping", signal.Signals(signum).name)
+        self.stop_requested = True
+
+    # --- loop ------------------------------------------------------------------
+
+    def run(self) -> int:
+        log.info("worker %s serving %s v%s from %s", self.consumer, self.queue.stream, self.model.version.version, self.model.version.path)
+        failures = 0
+        while not self.stop_requested or self.collector.held_over:
+            try:
+                self.maybe_heartbeat()
+                self.maybe_claim_abandoned()
+                batch = self.collector.collect(self.fetch)
+                if batch:
+                    self.perform_batch(batch)
+                failures = 0
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                failures += 1
+                delay = min(0.25 * 2**failures, 5.0)
+                log.warning("Redis unavailable (%s); retrying in %.2fs", exc, delay)
+                metrics.REDIS_ERRORS.inc()
+                self._next_heartbeat = 0.0
+                time.sleep(delay)
+        with contextlib.suppress(redis.RedisError):
+            self.queue.sign_off(self.consumer)
+        log.info("worker %s stopped after %d batches", self.consumer, self.batches)
+        return 0
+
+    def fetch(self, max_items: int, block_s: float | None) -> list[QueuedRequest]:
+        if self.stop_requested:
+            return []
+        block_ms = None if block_s is None else max(1, int(block_s * 1000))
+        return self.queue.read(self.consumer, count=max_items, block_ms=block_ms)
+
+    def maybe_heartbeat(self) -> None:
+        now = time.monotonic()
+        if now < self._next_heartbeat:
+            return
+        if self._next_heartbeat == 0.0:
+            self.queue.ensure_group()
+        info = {
+            "consumer": self.consumer,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "model": self.model.version.name,
+            "version": self.model.version.version,
+            "device": self.device,
+            "started_at": self.started_at,
+            "batches": self.batches,
+            "texts": self.texts,
+        }
+        self.queue.heartbeat(self.consumer, info, self.settings.heartbeat_ttl_s)
+        self._next_heartbeat = now + self.settings.heartbeat_interval_s
+
+    def maybe_claim_abandoned(self) -> None:
+        now = time.monotonic()
+        if now < self._next_claim:
+            return
+        self._next_claim = now + self.settings.claim_idle_ms / 2000
+        held = {request.entry_id for request in self.collector.held_over}
+        claimed = [r for r in self.queue.claim_abandoned(self.consumer, self.settings.claim_idle_ms) if r.entry_id not in held]
+        if claimed:
+            log.warning("took over %d request(s) abandoned by another worker", len(claimed))
+            metrics.REQUESTS_RECLAIMED.inc(len(claimed))
+            self.collector.held_over.extendleft(reversed(claimed))
+
+    def perform_batch(self, batch: list[QueuedRequest]) -> None:
+        """Answer every request of ``batch`` (or retire it, if its deadline passed) and acknowledge it."""
+        now_ms = time.time() * 1000
+        expired = [r for r in batch if r.expired(now_ms)]
+        live = [r for r in batch if not r.expired(now_ms)]
+        if expired:
+            metrics.REQUESTS_EXPIRED.inc(len(expired))
+            self.queue.finish([r.entry_id for r in expired])
+        answers: list[tuple[QueuedRequest, Sequence[float] | str]] = []
+        runnable = []
+        for request in live:
+            if max((max(s, default=0) for s in request.sequences), default=0) >= self.model.vocab_size:
+                answers.append((request, "token id outside the model's vocabulary"))
+            else:
+                runnable.append(request)
+        if runnable:
+            answers.extend(self.run_model(runnable))
+        if answers:
+            self.queue.respond(answers, self.settings.result_ttl_s)
+        self.batches += 1
+
+    def run_model(self, requests: list[QueuedRequest]) -> list[tuple[QueuedRequest, Sequence[float] | str]]:
+        sequences = [sequence for request in requests for sequence in request.sequences]
+        probabilities = [0.0] * len(sequences)
+        try:
+            for call in plan_model_calls([len(s) for s in sequences], self.settings.max_batch_size, self.settings.max_batch_tokens):
+                started = time.perf_counter()
+                scores = self.model.predict([sequences[i] for i in call])
+                metrics.MODEL_SECONDS.observe(time.perf_counter() - started)
+                metrics.BATCH_TEXTS.observe(len(call))
+                metrics.BATCH_TOKENS.observe(len(call) * max(len(sequences[i]) for i in call))
+                for index, score in zip(call, scores, strict=True):
+                    probabilities[index] = float(score)
+        except Exception:  # the model failed on this batch: answer it, keep serving the next
+            log.exception("inference failed for %d request(s)", len(requests))
+            metrics.INFERENCE_ERRORS.inc()
+            return [(request, "inference failed") for request in requests]
+        self.texts += len(sequences)
+        metrics.TEXTS_SCORED.inc(len(sequences))
+        answers, start = [], 0
+        for request in requests:
+            answers.append((request, probabilities[start : start + request.n_texts]))
+            start += request.n_texts
+        return answers
+
+
+def main() -> int:
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    if not settings.redis_url:
+        sys.exit("SENTIMENT_REDIS_URL is not set (`make run` starts a Redis and sets it)")
+    from service.model import SentimentModel, configure_devices  # TensorFlow: workers only
+
+    device = configure_devices(settings.tf_threads)
+    version = resolve(settings.model_dir, settings.model_version)
+    model = SentimentModel(version)
+    model.warm_up()
+    if settings.worker_metrics_port:
+        metrics.serve_worker_metrics(settings.worker_metrics_port)
+    connection = connect(settings.redis_url, settings.redis_timeout_s, blocking_s=settings.heartbeat_interval_s)
+    queue = RequestQueue(connection, settings.redis_key_prefix, version.name, version.version)
+    worker = InferenceWorker(settings, model, queue, f"{socket.gethostname()}-{os.getpid()}", device)
+    worker.install_signal_handlers()
+    return worker.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

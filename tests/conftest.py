@@ -1,0 +1,72 @@
+"""Shared fixtures: real Redis servers on free ports, a tiny real model, the running service."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from service.config import ROOT
+from service.embedded_redis import EmbeddedRedis
+from tests import synthetic
+from tests.helpers import Service
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SHARED_DATA = Path(os.environ.get("SENTIMENT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+IMDB_ARCHIVE = SHARED_DATA / "aclImdb_v1_labeled.tar.gz"
+COMMITTED_MODEL_DIR = ROOT / "model_store" / "sentiment"
+
+
+@pytest.fixture
+def redis_server():
+    """A private Redis on a free port, killed at the end (tests may kill and restart it)."""
+    with EmbeddedRedis() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def tiny_model_store(tmp_path_factory) -> Path:
+    """``<store>/sentiment/1``: a small LSTM the tests train in seconds on synthetic reviews."""
+    from training.__main__ import main as train
+
+    root = tmp_path_factory.mktemp("tiny")
+    data = synthetic.write_imdb_folder(root / "data", per_class=400)
+    store = root / "model_store"
+    args = [
+        "--data", str(data), "--out", str(store), "--version", "1",
+        "--vocab-size", "200", "--max-length", "48", "--embedding-dim", "16", "--lstm-units", "8",
+        "--epochs", "8", "--patience", "3", "--batch-size", "32", "--learning-rate", "0.01", "--word2vec-epochs", "2", "--no-baseline",
+    ]  # fmt: skip
+    assert train(args) == 0
+    return store
+
+
+@pytest.fixture(scope="module")
+def module_redis():
+    with EmbeddedRedis() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def service(module_redis, tiny_model_store, tmp_path_factory):
+    """One API process and one inference worker, shared by a module's contract tests."""
+    svc = Service(
+        module_redis.url,
+        tiny_model_store,
+        settings={
+            "SENTIMENT_MAX_TEXTS_PER_REQUEST": "8",
+            "SENTIMENT_MAX_TEXT_CHARS": "5000",
+            "SENTIMENT_MAX_BODY_BYTES": "65536",
+            "SENTIMENT_QUEUE_MAX_REQUESTS": "16",
+            "SENTIMENT_API_THREADS": "32",
+        },
+        log_dir=tmp_path_factory.mktemp("logs"),
+    )
+    try:
+        svc.start_api()
+        svc.start_worker()
+        yield svc
+    finally:
+        svc.stop()

@@ -1,0 +1,115 @@
+"""Start and stop the real processes the integration tests drive."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from service.config import ROOT
+from service.embedded_redis import free_port
+
+
+def wait_until(predicate, timeout_s: float, interval_s: float = 0.05, what: str = "condition"):
+    give_up_at = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > give_up_at:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+@dataclass
+class Service:
+    """gunicorn API processes and inference workers on one Redis, configured by environment only."""
+
+    redis_url: str
+    model_store: Path
+    settings: dict[str, str] = field(default_factory=dict)
+    api_processes: int = 1
+    port: int = field(default_factory=free_port)
+    api: subprocess.Popen | None = None
+    workers: list[subprocess.Popen] = field(default_factory=list)
+    log_dir: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SENTIMENT_") and k != "PROMETHEUS_MULTIPROC_DIR"}
+        env.update(
+            {
+                "SENTIMENT_REDIS_URL": self.redis_url,
+                "SENTIMENT_MODEL_STORE": str(self.model_store),
+                "SENTIMENT_API_PROCESSES": str(self.api_processes),
+                "SENTIMENT_API_THREADS": "16",
+                "SENTIMENT_TF_THREADS": "1",
+                "SENTIMENT_LOG_LEVEL": "WARNING",
+                "PORT": str(self.port),
+                "PYTHONPATH": str(ROOT),
+                **self.settings,
+            }
+        )
+        return env
+
+    def _spawn(self, command: list[str], log_name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start a child with its output appended to ``<log_dir>/<log_name>.log`` (or dropped)."""
+        if self.log_dir is None:
+            return subprocess.Popen(command, env=env or self.env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        with open(self.log_dir / f"{log_name}.log", "ab") as log:
+            return subprocess.Popen(command, env=env or self.env(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+    def start_api(self) -> None:
+        command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "service" / "gunicorn_conf.py"), "service.app:create_app()"]
+        self.api = self._spawn(command, "api")
+        wait_until(self._api_answers, 60, what="the API to answer /healthz")
+
+    def _api_answers(self) -> bool:
+        if self.api.poll() is not None:
+            raise AssertionError(f"gunicorn exited with {self.api.returncode}")
+        try:
+            return requests.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    def start_worker(self, wait_ready: bool = True) -> subprocess.Popen:
+        index = len(self.workers)
+        worker = self._spawn([sys.executable, "-m", "service.worker"], f"worker{index}")
+        self.workers.append(worker)
+        if wait_ready:
+            self.wait_workers(sum(1 for w in self.workers if w.poll() is None))
+        return worker
+
+    def wait_workers(self, count: int, timeout_s: float = 90) -> None:
+        def enough() -> bool:
+            for worker in self.workers:
+                if worker.poll() is not None and worker.returncode not in (0, -signal.SIGKILL, -signal.SIGTERM):
+                    raise AssertionError(f"worker exited with {worker.returncode}")
+            body = requests.get(f"{self.url}/readyz", timeout=2).json()
+            return body["checks"].get("workers", 0) >= count
+
+        wait_until(enough, timeout_s, interval_s=0.2, what=f"{count} live worker(s)")
+
+    def predict(self, payload, headers: dict | None = None, timeout: float = 10) -> requests.Response:
+        return requests.post(f"{self.url}/predict", json=payload, headers=headers, timeout=timeout)
+
+    def stop(self) -> None:
+        for process in [*self.workers, self.api]:
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in [*self.workers, self.api]:
+            if process is not None:
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()

@@ -1,0 +1,257 @@
+"""The HTTP contract, against the real API under gunicorn, a real worker, a real Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+import requests
+
+from tests.helpers import wait_until
+
+
+def post_raw(service, body: bytes, content_type: str | None = "application/json", headers: dict | None = None) -> requests.Response:
+    all_headers = {**({"Content-Type": content_type} if content_type else {}), **(headers or {})}
+    return requests.post(f"{service.url}/predict", data=body, headers=all_headers, timeout=10)
+
+
+def assert_error(response: requests.Response, status: int, code: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"} and isinstance(body["error"]["message"], str) and body["error"]["message"]
+    if code:
+        assert body["error"]["code"] == code
+    assert "Traceback" not in response.text
+    assert response.headers.get("X-Request-ID")
+    return body
+
+
+# --- the happy path ------------------------------------------------------------------
+
+
+def test_single_text(service):
+    response = service.predict({"text": "the movie was great wonderful superb, i loved it"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"predictions", "model", "request_id"}
+    assert body["model"] == {"name": "sentiment", "version": 1}
+    [prediction] = body["predictions"]
+    assert prediction["label"] == "positive" and 0.5 < prediction["score"] <= 1
+    assert prediction["truncated"] is False and prediction["tokens"] == 9
+    assert body["request_id"] == response.headers["X-Request-ID"] and len(body["request_id"]) >= 16
+
+
+def test_batch_keeps_input_order(service):
+    texts = ["awful boring terrible waste", "great wonderful superb loved", "the worst dull mess", "brilliant excellent masterpiece"]
+    response = service.predict({"texts": texts})
+    assert response.status_code == 200, response.text
+    labels = [p["label"] for p in response.json()["predictions"]]
+    assert labels == ["negative", "positive", "negative", "positive"]
+
+
+def test_request_id_is_echoed(service):
+    response = service.predict({"text": "great film"}, headers={"X-Request-ID": "client-42"})
+    assert response.headers["X-Request-ID"] == "client-42" and response.json()["request_id"] == "client-42"
+
+
+def test_long_text_is_marked_truncated(service):
+    [prediction] = service.predict({"text": "great movie " * 100}).json()["predictions"]
+    assert prediction["truncated"] is True and prediction["tokens"] == 200
+
+
+def test_health_readiness_model_and_metrics(service):
+    assert requests.get(f"{service.url}/healthz", timeout=5).json() == {"status": "ok"}
+    ready = requests.get(f"{service.url}/readyz", timeout=5)
+    assert ready.status_code == 200 and ready.json()["checks"]["workers"] >= 1
+    info = requests.get(f"{service.url}/model", timeout=5).json()
+    assert info["version"] == 1 and "metrics" in info["metadata"]
+    service.predict({"text": "fine"})
+    text = requests.get(f"{service.url}/metrics", timeout=5).text
+    assert 'sentiment_http_requests_total{route="/predict",status="200"}' in text
+    assert "sentiment_queue_backlog" in text and "sentiment_live_workers 1.0" in text
+
+
+# --- bad input: a clear 4xx, never a 500 ------------------------------------------------
+
+BAD_JSON_BODIES = [
+    (b"{", 400),
+    (b'{"text": }', 400),
+    (b"[]", 400),
+    (b'"just a string"', 400),
+    (b'{"text": 5}', 400),
+    (b'{"text": null}', 400),
+    (b'{"texts": "not a list"}', 400),
+    (b'{"texts": ["ok", 7]}', 400),
+    (b'{"text": "a", "texts": ["b"]}', 400),
+    (b"{}", 400),
+    (b'{"text": "a", "extra": 1}', 400),
+    (b'{"text": ""}', 400),
+    (b'{"text": "   \\n\\t "}', 400),
+    (b'{"texts": []}', 400),
+    (b'{"texts": ["fine", ""]}', 400),
+    (b'{"text": "nul \\u0000 inside"}', 400),
+    (b'{"text": "raw nul \x00 byte"}', 400),
+    (b'{"text": "bad utf-8 \xff\xfe"}', 400),
+    (b'{"text": "lone surrogate \\ud800"}', 400),
+    (b"", 400),
+    (b"[" * 20_000 + b"]" * 20_000, 400),
+    (b'{"texts": ' + b'["x", ' * 9 + b'"x"' + b"]" * 10 + b"}", 400),
+    (b'{"texts": ["a","b","c","d","e","f","g","h","i"]}', 413),
+    (b'{"text": "' + b"a" * 5001 + b'"}', 413),
+]
+
+
+@pytest.mark.parametrize(("body", "status"), BAD_JSON_BODIES, ids=[f"{b[:30]!r}-{s}" for b, s in BAD_JSON_BODIES])
+def test_bad_bodies_get_a_clear_error(service, body, status):
+    assert_error(post_raw(service, body), status)
+
+
+def test_body_over_the_limit_is_413(service):
+    assert_error(post_raw(service, b'{"text": "' + b"a" * 70_000 + b'"}'), 413, "request_entity_too_large")
+
+
+def test_ten_megabyte_body_is_refused_without_reading_it(service):
+    """Refused on its Content-Length: the 413 arrives even though the client is still sending."""
+    with socket.create_connection(("127.0.0.1", service.port), timeout=10) as conn:
+        head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {10 * 2**20}\r\n\r\n"
+        conn.sendall(head.encode() + b'{"text": "' + b"a" * 4096)
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+    assert service.predict({"text": "still fine"}).status_code == 200
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_non_json_content_type_is_415(service, content_type):
+    assert_error(post_raw(service, b'{"text": "hi"}', content_type), 415, "unsupported_media_type")
+
+
+def test_unknown_path_is_404_and_wrong_method_405(service):
+    assert_error(requests.get(f"{service.url}/nope", timeout=5), 404, "not_found")
+    response = requests.get(f"{service.url}/predict", timeout=5)
+    assert_error(response, 405, "method_not_allowed")
+    assert "POST" in response.headers["Allow"]
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "1.5"])
+def test_bad_deadline_header_is_400(service, value):
+    assert_error(service.predict({"text": "hi"}, headers={"X-Deadline-Ms": value}), 400)
+
+
+@pytest.mark.parametrize("value", ["has space", "x" * 129, "semi;colon"])
+def test_bad_request_id_is_400(service, value):
+    assert_error(service.predict({"text": "hi"}, headers={"X-Request-ID": value}), 400)
+
+
+def test_bad_input_does_not_hurt_concurrent_good_requests(service):
+    bad = [b"{", b"[" * 20_000, b'{"text": 5}', b'{"text": "\xff"}'] * 10
+
+    def good(i: int) -> int:
+        return service.predict({"text": f"great wonderful film number {i}"}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        bad_statuses = pool.map(lambda b: post_raw(service, b).status_code, bad)
+        good_statuses = list(pool.map(good, range(40)))
+    assert set(bad_statuses) == {400} and set(good_statuses) == {200}
+
+
+# --- concurrency: every client gets its own answer -----------------------------------
+
+
+def test_concurrent_clients_get_their_own_answers(service, tiny_model_store):
+    """Distinct texts from 16 threads at once; each answer must be its own text's score."""
+    import numpy as np
+    import tensorflow as tf
+
+    from service.model_store import resolve
+
+    words = ["great", "awful", "boring", "superb", "the", "movie", "plot", "dull", "loved", "mess"]
+    rng = np.random.default_rng(7)
+    texts = [" ".join(rng.choice(words, size=rng.integers(1, 40))) for _ in range(240)]
+    version = resolve(tiny_model_store / "sentiment", 1)
+    predict_text = tf.saved_model.load(str(version.path)).signatures["predict_text"]
+    expected = predict_text(texts=tf.constant(texts))["probability"].numpy()
+
+    def ask(i: int):
+        if i % 3 == 0:  # some requests carry several texts
+            group = [i, (i + 1) % len(texts)]
+            response = service.predict({"texts": [texts[j] for j in group]})
+        else:
+            group = [i]
+            response = service.predict({"text": texts[i]})
+        return group, response
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(ask, range(len(texts))))
+    for group, response in results:
+        assert response.status_code == 200, response.text
+        predictions = response.json()["predictions"]
+        assert len(predictions) == len(group)
+        for j, prediction in zip(group, predictions, strict=True):
+            assert prediction["score"] == pytest.approx(float(expected[j]), abs=1e-4), texts[j]
+            assert prediction["tokens"] == len(texts[j].split())
+
+
+# --- deadlines and back-pressure: a frozen worker ------------------------------------
+
+
+def test_deadline_passes_gives_504_and_the_worker_skips_it(service):
+    worker = service.workers[0]
+    os.kill(worker.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        response = service.predict({"text": "great"}, headers={"X-Deadline-Ms": "300"})
+        elapsed = time.monotonic() - started
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+    assert_error(response, 504, "deadline_exceeded")
+    assert 0.29 <= elapsed < 1.0
+    r = redis.Redis.from_url(service.redis_url)
+    wait_until(lambda: r.xlen("sentiment:requests:sentiment:1") == 0, 5, what="the expired entry to be retired")
+    assert list(r.scan_iter("sentiment:result:*")) == []  # retired without running the model: no result was written
+    assert service.predict({"text": "great"}).status_code == 200
+
+
+def test_server_default_deadline_caps_the_client_one(service):
+    worker = service.workers[0]
+    os.kill(worker.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        response = service.predict({"text": "great"}, headers={"X-Deadline-Ms": "999999"})
+        elapsed = time.monotonic() - started
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+    assert_error(response, 504)
+    assert elapsed < 3.0  # the server default (2 s), not the 999 s asked for
+
+
+def test_full_queue_answers_503_at_once_with_retry_after(service):
+    worker = service.workers[0]
+    limit = int(service.settings["SENTIMENT_QUEUE_MAX_REQUESTS"])
+    r = redis.Redis.from_url(service.redis_url)
+    wait_until(lambda: r.xlen("sentiment:requests:sentiment:1") == 0, 5, what="an empty queue")
+    os.kill(worker.pid, signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(limit) as pool:
+            waiting = [pool.submit(service.predict, {"text": f"great {i}"}, {"X-Deadline-Ms": "1500"}) for i in range(limit)]
+            wait_until(lambda: r.xlen("sentiment:requests:sentiment:1") >= limit, 5, what="the queue to fill")
+            started = time.monotonic()
+            rejected = service.predict({"text": "one too many"})
+            elapsed = time.monotonic() - started
+            os.kill(worker.pid, signal.SIGCONT)
+            statuses = [f.result().status_code for f in waiting]
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+    assert_error(rejected, 503, "overloaded")
+    assert rejected.headers["Retry-After"] == "1" and elapsed < 0.5
+    assert set(statuses) <= {200, 504}  # queued ones are answered, or time out: never lost

@@ -1,0 +1,115 @@
+"""The Redis protocol, against a real Redis server of the test's own."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from service.queue import QueueFull, RequestQueue, WorkerError, connect, decode_entry, encode_entry
+
+
+@pytest.fixture
+def queue(redis_server) -> RequestQueue:
+    q = RequestQueue(connect(redis_server.url, 0.5, blocking_s=5), "test", "sentiment", 3)
+    q.ensure_group()
+    return q
+
+
+def deadline(seconds: float = 5.0) -> int:
+    return int((time.time() + seconds) * 1000)
+
+
+def test_entry_encoding_round_trip():
+    sequences = [[1, 2, 3], [4_000_000_000], [7] * 500]
+    fields = {k.encode(): (v if isinstance(v, bytes) else str(v).encode()) for k, v in encode_entry("req", sequences, 123).items()}
+    decoded = decode_entry("1-0", fields)
+    assert decoded.request_id == "req" and decoded.deadline_ms == 123
+    assert [list(s) for s in decoded.sequences] == sequences
+    assert len(fields[b"t"]) == 4 * 504  # 4 bytes a token, no pickle, no JSON
+
+
+def test_request_travels_to_a_worker_and_back(queue):
+    queue.enqueue("r1", [[5, 6], [7]], deadline(), max_backlog=10)
+    queue.enqueue("r2", [[8]], deadline(), max_backlog=10)
+    assert queue.backlog() == 2
+    got = queue.read("w1", count=10, block_ms=100)
+    assert [r.request_id for r in got] == ["r1", "r2"]
+    assert [list(s) for s in got[0].sequences] == [[5, 6], [7]]
+    queue.respond([(got[0], [0.25, 0.75]), (got[1], "token id outside the model's vocabulary")], result_ttl_s=5)
+    assert queue.wait_result("r1", 1.0) == [0.25, 0.75]
+    with pytest.raises(WorkerError, match="vocabulary"):
+        queue.wait_result("r2", 1.0)
+    assert queue.backlog() == 0  # answered entries are acknowledged and deleted
+    assert queue.redis.xpending(queue.stream, "workers")["pending"] == 0
+
+
+def test_results_expire_when_nobody_collects_them(queue):
+    queue.enqueue("gone", [[5]], deadline(), max_backlog=10)
+    queue.respond([(queue.read("w", 1, 100)[0], [0.5])], result_ttl_s=1)
+    assert 0 < queue.redis.ttl(queue.result_key("gone")) <= 1
+
+
+def test_wait_gives_up_at_its_timeout(queue):
+    started = time.monotonic()
+    assert queue.wait_result("never", 0.3) is None
+    assert 0.25 < time.monotonic() - started < 1.0
+    assert queue.wait_result("never", 0) is None
+
+
+def test_backlog_is_bounded(queue):
+    for i in range(3):
+        queue.enqueue(f"r{i}", [[5]], deadline(), max_backlog=3)
+    with pytest.raises(QueueFull):
+        queue.enqueue("one-too-many", [[5]], deadline(), max_backlog=3)
+    assert queue.backlog() == 3
+    taken = queue.read("w", count=1, block_ms=None)
+    queue.respond([(taken[0], [0.1])], result_ttl_s=5)
+    queue.enqueue("fits-again", [[5]], deadline(), max_backlog=3)
+
+
+def test_entries_of_a_dead_worker_are_taken_over_once_idle(queue):
+    queue.enqueue("r1", [[5]], deadline(), max_backlog=10)
+    assert [r.request_id for r in queue.read("dead", count=10, block_ms=100)] == ["r1"]
+    assert queue.claim_abandoned("alive", min_idle_ms=500) == []  # not idle long enough yet
+    time.sleep(0.6)
+    claimed = queue.claim_abandoned("alive", min_idle_ms=500)
+    assert [r.request_id for r in claimed] == ["r1"]
+    queue.respond([(claimed[0], [0.9])], result_ttl_s=5)
+    assert queue.wait_result("r1", 1.0) == pytest.approx([0.9])
+    assert queue.claim_abandoned("alive", min_idle_ms=0) == []
+
+
+def test_finish_retires_without_answering(queue):
+    queue.enqueue("late", [[5]], deadline(-1), max_backlog=10)
+    request = queue.read("w", count=1, block_ms=None)[0]
+    assert request.expired(time.time() * 1000)
+    queue.finish([request.entry_id])
+    assert queue.backlog() == 0 and queue.redis.xpending(queue.stream, "workers")["pending"] == 0
+
+
+def test_malformed_entries_are_dropped_not_redelivered(queue):
+    queue.redis.xadd(queue.stream, {"r": "bad", "d": "0", "l": b"\x01\x00\x00\x00", "t": b""})
+    assert queue.read("w", count=10, block_ms=None) == []
+    assert queue.backlog() == 0
+
+
+def test_heartbeats_mark_workers_live_until_they_sign_off(queue):
+    assert queue.live_workers(ttl_s=5) == 0
+    queue.heartbeat("w1", {"pid": 1}, ttl_s=5)
+    queue.heartbeat("w2", {"pid": 2}, ttl_s=5)
+    assert queue.live_workers(ttl_s=5) == 2
+    queue.sign_off("w1")
+    assert queue.live_workers(ttl_s=5) == 1
+    assert queue.live_workers(ttl_s=0.000001) == 0  # a stale beat does not count
+
+
+def test_group_comes_back_after_a_redis_restart(redis_server, queue):
+    redis_server.kill()
+    with pytest.raises(redis.ConnectionError):
+        queue.enqueue("r", [[5]], deadline(), max_backlog=10)
+    redis_server.start()
+    queue.enqueue("r", [[5]], deadline(), max_backlog=10)  # the stream exists again, the group does not
+    assert queue.read("w", count=10, block_ms=None) == []  # NOGROUP: recreated from id 0 ...
+    assert [r.request_id for r in queue.read("w", count=10, block_ms=None)] == ["r"]  # ... so nothing queued is skipped

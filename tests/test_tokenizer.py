@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import pytest
+
+from service.tokenizer import OOV_ID, PAD_ID, Tokenizer, split_words
+
+
+def test_normalisation_rules():
+    assert split_words("Great movie!<br /><br />I LOVED it... Don't miss it?!") == [
+        "great", "movie", "!", "i", "loved", "it", "dont", "miss", "it", "?", "!",
+    ]  # fmt: skip
+    assert split_words("It’s a 10/10 café_au_lait 😀👍") == ["its", "a", "10", "10", "café", "au", "lait"]
+    assert split_words("<BR>line<br/>break") == ["line", "break"]
+    assert split_words("   ") == []
+
+
+def test_vocabulary_is_ranked_by_frequency_then_alphabetically():
+    tok = Tokenizer.fit(["b a a c", "b a d"], max_vocab=5, min_count=1)
+    assert tok.vocabulary == ["<pad>", "<oov>", "a", "b", "c"]
+    assert tok.encode("a b c d zzz").ids == [2, 3, 4, OOV_ID, OOV_ID]
+
+
+def test_min_count_drops_rare_words():
+    tok = Tokenizer.fit(["common common rare"], max_vocab=100, min_count=2)
+    assert "rare" not in tok.vocabulary and "common" in tok.vocabulary
+
+
+def test_text_without_tokens_is_one_oov_step():
+    tok = Tokenizer(["<pad>", "<oov>", "good"])
+    encoded = tok.encode("😀 ...")
+    assert encoded.ids == [OOV_ID] and not encoded.truncated and encoded.n_tokens == 1
+    assert PAD_ID not in encoded.ids
+
+
+def test_long_texts_keep_head_and_tail():
+    vocab = ["<pad>", "<oov>", *[f"w{i}" for i in range(100)]]
+    tok = Tokenizer(vocab, max_length=10, head_length=4)
+    encoded = tok.encode(" ".join(f"w{i}" for i in range(30)))
+    assert encoded.truncated and encoded.n_tokens == 30
+    assert encoded.ids == [2, 3, 4, 5] + [i + 2 for i in range(24, 30)]
+    assert not tok.encode("w1 w2").truncated
+    head_only = Tokenizer(vocab, max_length=10, head_length=10).encode(" ".join(f"w{i}" for i in range(30)))
+    assert head_only.ids == [i + 2 for i in range(10)]
+
+
+def test_save_and_load_round_trip(tmp_path):
+    tok = Tokenizer.fit(["one two three two"], max_vocab=10, min_count=1, max_length=7, head_length=3)
+    tok.save(tmp_path)
+    again = Tokenizer.load(tmp_path)
+    assert again.vocabulary == tok.vocabulary and (again.max_length, again.head_length) == (7, 3)
+    assert again.encode("three two one").ids == tok.encode("three two one").ids
+
+
+def test_invalid_vocabularies_and_limits_are_refused(tmp_path):
+    with pytest.raises(ValueError):
+        Tokenizer(["a", "b"])
+    with pytest.raises(ValueError):
+        Tokenizer(["<pad>", "<oov>"], max_length=10, head_length=11)
+    tok = Tokenizer(["<pad>", "<oov>", "x"])
+    tok.save(tmp_path)
+    (tmp_path / "vocab.txt").write_text("<pad>\n<oov>\n")
+    with pytest.raises(ValueError, match="vocabulary has 2 lines"):
+        Tokenizer.load(tmp_path)

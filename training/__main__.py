@@ -1,0 +1,93 @@
+"""``python -m training``: train, evaluate and export the sentiment model."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from training.data import DataError
+
+DEFAULTS_HELP = " (default: %(default)s)"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Train the LSTM sentiment model and export it as a versioned SavedModel.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    data = p.add_argument_group("data")
+    data.add_argument(
+        "--data",
+        type=Path,
+        help="IMDB folder or .tar.gz (aclImdb/{train,test}/{pos,neg}), or a CSV/JSONL file with "
+        "'text' and 'label' columns (optional 'group'). Unset: download the official IMDB archive into --cache-dir.",
+    )
+    data.add_argument("--test-data", type=Path, help="Evaluation set (same formats); default: the IMDB test split, or none for a table.")
+    data.add_argument(
+        "--unlabeled",
+        type=Path,
+        help="Unlabelled texts for word2vec pre-training: folder/.tar.gz of .txt files, "
+        ".txt (one per line) or a table; its test/ folders are ignored. Labelled training texts are always used too.",
+    )
+    data.add_argument(
+        "--cache-dir", type=Path, help="Where the downloaded archive is kept (default: ~/.cache/sentiment or $SENTIMENT_DATA_CACHE)."
+    )
+    data.add_argument("--url", default=None, help="Archive to download when --data is unset (default: Stanford's aclImdb_v1.tar.gz).")
+    data.add_argument("--sha256", default=None, help="Expected SHA-256 of --url's archive.")
+    data.add_argument("--validation-fraction", type=float, default=0.1, help="Share of training groups held out for early stopping.")
+    data.add_argument("--limit", type=int, default=0, help="Use only this many training (and test) examples, for quick runs; 0 = all.")
+
+    tok = p.add_argument_group("tokenizer")
+    tok.add_argument("--vocab-size", type=int, default=30_000, help="Vocabulary size, padding and OOV ids included.")
+    tok.add_argument("--min-count", type=int, default=2, help="Words seen fewer times than this are OOV.")
+    tok.add_argument("--max-length", type=int, default=400, help="Longest token sequence; longer texts lose their middle.")
+    tok.add_argument(
+        "--head-length", type=int, default=None, help="Tokens kept from the start of a long text (default: half of --max-length)."
+    )
+
+    net = p.add_argument_group("network")
+    net.add_argument("--embedding-dim", type=int, default=128, help="Embedding size.")
+    net.add_argument("--lstm-units", type=int, default=64, help="LSTM units (per direction).")
+    net.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=True, help="Read the text in both directions.")
+    net.add_argument(
+        "--pooling", choices=("last", "mean"), default="mean", help="Classify the final LSTM state, or the masked mean of all steps."
+    )
+    net.add_argument("--dropout", type=float, default=0.3, help="Dropout on embeddings (spatial) and before the output.")
+    net.add_argument(
+        "--word2vec-epochs", type=int, default=5, help="Epochs of word2vec pre-training for the initial embedding; 0 = random init."
+    )
+
+    fit = p.add_argument_group("training")
+    fit.add_argument("--epochs", type=int, default=6, help="Most epochs; early stopping may end sooner.")
+    fit.add_argument("--patience", type=int, default=1, help="Epochs without validation improvement before stopping.")
+    fit.add_argument("--batch-size", type=int, default=128, help="Training batch size.")
+    fit.add_argument("--learning-rate", type=float, default=2e-3, help="Adam learning rate.")
+    fit.add_argument("--seed", type=int, default=1, help="Seed for splits, initialisation and shuffling.")
+    fit.add_argument("--no-baseline", action="store_true", help="Skip the TF-IDF + logistic regression baseline.")
+
+    out = p.add_argument_group("output")
+    out.add_argument("--out", type=Path, default=Path("model_store"), help="Model store folder.")
+    out.add_argument("--name", default="sentiment", help="Model name: the export goes to OUT/NAME/VERSION/.")
+    out.add_argument("--version", type=int, default=None, help="Version number (default: one above the highest present).")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("gensim").setLevel(logging.WARNING)
+    from training.pipeline import run  # TensorFlow loads only once the arguments are known good
+
+    try:
+        run(args)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

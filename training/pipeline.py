@@ -1,0 +1,163 @@
+"""Data → tokenizer → word vectors → network → evaluation → SavedModel + model card."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from service.tokenizer import SCHEME, Tokenizer
+from training import data as datasets
+from training.data import LABEL_NAMES, DataError, Dataset
+from training.model import Architecture, BucketedBatches, build_model, pad
+
+log = logging.getLogger("training")
+
+
+def dataset_digest(path: Path) -> str:
+    """SHA-256 of the data file, or of a folder's files (names and bytes, in order)."""
+    from training.download import sha256_of
+
+    if path.is_file():
+        return sha256_of(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
+
+
+def split_validation(train: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """Hold out whole groups (IMDB: runs of reviews of the same movies), so validation
+    accuracy predicts accuracy on unseen movies instead of overstating it."""
+    groups = np.array(train.groups)
+    labels = np.array(train.labels)
+    rng = np.random.default_rng(seed)
+    held: set[int] = set()
+    for label in (0, 1):  # stratified: the same share of each class's groups
+        candidates = np.unique(groups[labels == label])
+        if len(candidates) < 2:
+            raise DataError(f"need at least two groups of label {label} to hold out a validation split")
+        held.update(rng.choice(candidates, size=max(1, round(len(candidates) * fraction)), replace=False).tolist())
+    in_validation = np.isin(groups, list(held))
+    return train.subset(np.flatnonzero(~in_validation).tolist()), train.subset(np.flatnonzero(in_validation).tolist())
+
+
+def _limit(dataset: Dataset, limit: int, seed: int) -> Dataset:
+    if not limit or len(dataset) <= limit:
+        return dataset
+    return dataset.subset(sorted(np.random.default_rng(seed).choice(len(dataset), limit, replace=False).tolist()))
+
+
+def predict_sorted(score, sequences: list[list[int]], batch_size: int = 256) -> np.ndarray:
+    """Score ``sequences`` in length-sorted batches (little padding); ``score`` maps int32 ids to probabilities."""
+    order = np.argsort([len(s) for s in sequences], kind="stable")
+    out = np.zeros(len(sequences), dtype="float32")
+    for start in range(0, len(order), batch_size):
+        members = order[start : start + batch_size]
+        out[members] = np.asarray(score(pad([sequences[i] for i in members]))).reshape(-1)
+    return out
+
+
+def predict_probabilities(model: keras.Model, tokenizer: Tokenizer, texts: list[str]) -> np.ndarray:
+    return predict_sorted(lambda ids: model(ids, training=False), [e.ids for e in tokenizer.encode_batch(texts)])
+
+
+def run(args: argparse.Namespace) -> Path:
+    from training.metrics import classification_metrics, linear_baseline
+
+    started = time.perf_counter()
+    keras.utils.set_random_seed(args.seed)
+    source = args.data
+    if source is None:
+        from training.download import DEFAULT_CACHE, IMDB_SHA256, IMDB_URL, fetch
+
+        source = fetch(args.url or IMDB_URL, args.sha256 or IMDB_SHA256, args.cache_dir or DEFAULT_CACHE)
+    splits = datasets.load(source)
+    train_all, test = splits["train"], splits["test"]
+    if args.test_data:
+        test = datasets.load(args.test_data)["test" if args.test_data.is_dir() or "tar" in args.test_data.name else "train"]
+    if len(set(train_all.labels)) < 2:
+        raise DataError(f"{source}: training data must hold both labels")
+    train_all = _limit(train_all, args.limit, args.seed)
+    test = _limit(test, args.limit, args.seed)
+    train, validation = split_validation(train_all, args.validation_fraction, args.seed)
+    log.info("data: %d train, %d validation (held-out groups), %d test", len(train), len(validation), len(test))
+
+    tokenizer = Tokenizer.fit(train.texts, args.vocab_size, args.min_count, args.max_length, args.head_length)
+    embedding_init = None
+    if args.word2vec_epochs > 0:
+        from training.embeddings import pretrain_word2vec, read_unlabeled
+
+        unlabeled = read_unlabeled(args.unlabeled) if args.unlabeled else []
+        embedding_init = pretrain_word2vec(train.texts + unlabeled, tokenizer, args.embedding_dim, args.word2vec_epochs, args.seed)
+
+    arch = Architecture(tokenizer.vocab_size, args.embedding_dim, args.lstm_units, args.bidirectional, args.dropout, pooling=args.pooling)
+    model = build_model(arch, embedding_init)
+    model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss="binary_crossentropy", metrics=["accuracy"])
+    encode = lambda d: [e.ids for e in tokenizer.encode_batch(d.texts)]  # noqa: E731
+    train_batches = BucketedBatches(encode(train), train.labels, args.batch_size, shuffle=True, seed=args.seed)
+    validation_batches = BucketedBatches(encode(validation), validation.labels, 256, shuffle=False, seed=args.seed)
+    stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=args.patience, restore_best_weights=True)
+    history = model.fit(
+        train_batches.dataset(),
+        validation_data=validation_batches.dataset(),
+        epochs=args.epochs,
+        callbacks=[stop],
+        shuffle=False,  # the batches shuffle themselves
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+    fit_seconds = time.perf_counter() - started
+
+    evaluation = {"validation": classification_metrics(validation.labels, predict_probabilities(model, tokenizer, validation.texts))}
+    if len(test):
+        evaluation["test"] = classification_metrics(test.labels, predict_probabilities(model, tokenizer, test.texts))
+        if not args.no_baseline:
+            evaluation["baseline_tfidf_logreg_test"] = linear_baseline(train_all.texts, train_all.labels, test.texts, test.labels)
+    for name, values in evaluation.items():
+        log.info("%s: %s", name, values)
+
+    from training.export import export, next_version
+    from training.model_card import write_model_card
+
+    model_dir = args.out / args.name
+    version = args.version or next_version(model_dir)
+    metadata = {
+        "name": args.name,
+        "version": version,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "dataset": {
+            "source": str(source if args.data else (args.url or "aclImdb_v1.tar.gz")),
+            "sha256": dataset_digest(source),
+            "train": len(train),
+            "validation": len(validation),
+            "test": len(test),
+            "unlabeled": str(args.unlabeled) if args.unlabeled else None,
+        },
+        "label_names": list(LABEL_NAMES),
+        "decision_threshold": 0.5,
+        "vocab_size": tokenizer.vocab_size,
+        "tokenizer": {**tokenizer.config(), "scheme": SCHEME},
+        "architecture": arch.__dict__,
+        "hyperparameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "epochs_run": len(history.history["loss"]),
+        "history": {k: [round(float(x), 4) for x in v] for k, v in history.history.items()},
+        "training_seconds": round(fit_seconds, 1),
+        "tensorflow_version": tf.__version__,
+        "keras_version": keras.__version__,
+        "metrics": evaluation,
+    }
+    path = export(model, tokenizer, model_dir / str(version), metadata)
+    write_model_card(path, metadata)
+    log.info("exported %s in %.0fs total", path, time.perf_counter() - started)
+    return path
