@@ -23,7 +23,7 @@ bp = Blueprint("api", __name__)
 
 REQUEST_ID_HEADER = "X-Request-ID"
 DEADLINE_HEADER = "X-Deadline-Ms"
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
 
 class PredictRequest(BaseModel):
@@ -56,7 +56,7 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 def assign_request_id() -> None:
     g.started = time.perf_counter()
     given = request.headers.get(REQUEST_ID_HEADER)
-    g.request_id = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+    g.request_id = given if given and _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
     if given is not None and given != g.request_id:
         raise BadRequest(f"{REQUEST_ID_HEADER} must be 1-128 characters of letters, digits and ._:/+=-")
 

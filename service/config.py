@@ -70,12 +70,12 @@ class Settings(BaseSettings):
     """Token budget of a batch: texts × longest sequence (padding included)."""
 
     claim_idle_ms: int = Field(1000, ge=50)
-    """A request held this long by a worker that stopped heartbeating is taken over by another."""
+    """A request a worker took this long ago and has not acknowledged is taken over by another, if its worker stopped heartbeating."""
 
     heartbeat_interval_s: float = Field(1.0, gt=0)
     """How often a worker reports itself alive in Redis."""
 
-    heartbeat_ttl_s: float = Field(5.0, gt=0)
+    heartbeat_ttl_s: float = Field(3.0, gt=0)
     """A worker silent for this long counts as dead (readiness, takeover)."""
 
     tf_threads: int = Field(0, ge=0)
@@ -122,5 +122,8 @@ def load_settings(**overrides) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        lines = [f"invalid setting SENTIMENT_{'_'.join(map(str, e['loc'])).upper() or '?'}: {e['msg']}" for e in exc.errors()]
+        lines = [
+            f"invalid setting SENTIMENT_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" if e["loc"] else f"invalid settings: {e['msg']}"
+            for e in exc.errors()
+        ]
         sys.exit("\n".join(lines))

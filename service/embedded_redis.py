@@ -9,8 +9,11 @@ workers, inference workers) share it and it must outlive any one of them.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -20,6 +23,12 @@ from pathlib import Path
 import redis
 
 log = logging.getLogger(__name__)
+
+
+def die_with_parent() -> None:
+    """In a child, before exec: get SIGTERM when the parent dies, even by SIGKILL (Linux only)."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def redis_server_binary() -> str:
@@ -63,7 +72,10 @@ class EmbeddedRedis:
             "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
             "--dir", self._dir, "--hz", str(self.hz), "--daemonize", "no", "--loglevel", "warning", "--logfile", self.log_file,
         ]  # fmt: skip
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Its own session: a Ctrl-C in the terminal must not stop Redis before the workers have finished.
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent
+        )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2, socket_timeout=0.5)
         give_up_at = time.monotonic() + timeout_s
         while True:

@@ -9,8 +9,6 @@ Redis, each within a few seconds.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -22,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.config import ROOT, Settings, load_settings
-from service.embedded_redis import EmbeddedRedis
+from service.embedded_redis import EmbeddedRedis, die_with_parent
 from service.logs import configure_logging
-from service.model_store import resolve
+from service.model_store import ModelNotFound, resolve
 
 log = logging.getLogger("service.launcher")
 
@@ -32,12 +30,6 @@ MIN_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 30.0
 STABLE_AFTER_S = 60.0
 STOP_TIMEOUT_S = 8.0
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM if the launcher itself is killed (Linux)."""
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -54,7 +46,7 @@ class Child:
     restarts: int = field(default=0)
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.command, env=self.env, cwd=ROOT, start_new_session=True, preexec_fn=_die_with_parent)
+        self.process = subprocess.Popen(self.command, env=self.env, cwd=ROOT, start_new_session=True, preexec_fn=die_with_parent)
         self.started_at = time.monotonic()
         self.restart_at = None
         log.info("started %s (pid %d)", self.name, self.process.pid)
@@ -172,7 +164,10 @@ def main() -> int:
         port = int(os.environ.get("PORT", "8000"))
     except ValueError:
         sys.exit(f"PORT must be a number, got {os.environ['PORT']!r}")
-    return Launcher(settings, port).run()
+    try:
+        return Launcher(settings, port).run()
+    except ModelNotFound as exc:
+        sys.exit(f"error: {exc}")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ read by the consumer group ``workers``. One entry per HTTP request::
 
 Workers acknowledge *and delete* an entry once answered, so the stream's length
 is exactly the backlog (waiting + in progress): what the bounded enqueue checks
-and what an autoscaler reads. An entry a worker took but never acknowledged
-(the worker died) is taken over with XAUTOCLAIM once idle for ``claim_idle_ms``.
+and what an autoscaler reads. An entry a worker took but never acknowledged is
+taken over (XCLAIM) once it has been idle for ``claim_idle_ms`` and its worker
+has stopped heartbeating: at-least-once delivery.
 
 Results: a list per request, ``<prefix>:result:<request id>``, that the waiting
 API thread BLPOPs; the value is ``b"P"`` + little-endian float32 probabilities,
@@ -188,19 +189,42 @@ class RequestQueue:
             return []
         return self._decode(response[0][1]) if response else []
 
-    def claim_abandoned(self, consumer: str, min_idle_ms: int, count: int = 256) -> list[QueuedRequest]:
-        """Take over entries some worker took more than ``min_idle_ms`` ago and never acknowledged."""
+    def claim_abandoned(self, consumer: str, min_idle_ms: int, live_ttl_s: float, count: int = 256) -> list[QueuedRequest]:
+        """Take over entries held for ``min_idle_ms`` or more by workers that stopped heartbeating.
+
+        A live worker's slow batch is left alone: taking it would only double the
+        work at the moment the workers are overloaded.
+        """
         try:
-            _next, entries, *_deleted = self.redis.xautoclaim(self.stream, GROUP, consumer, min_idle_ms, count=count)
+            pending = self.redis.xpending_range(self.stream, GROUP, "-", "+", count, idle=min_idle_ms)
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             self.ensure_group()
             return []
-        gone = [entry_id for entry_id, fields in entries if not fields]  # deleted under us (Redis 6.2 returns them)
+        if not pending:
+            return []
+        live = set(self.redis.zrangebyscore(self.workers_key, time.time() - live_ttl_s, "+inf"))
+        orphans = [p["message_id"] for p in pending if p["consumer"] not in live]
+        if not orphans:
+            return []
+        entries = self.redis.xclaim(self.stream, GROUP, consumer, min_idle_ms, orphans)
+        claimed = [(entry_id, fields) for entry_id, fields in entries if fields]
+        gone = set(orphans) - {entry_id for entry_id, _ in claimed}  # deleted meanwhile: drop from the pending list
         if gone:
             self.redis.xack(self.stream, GROUP, *gone)
-        return self._decode([(entry_id, fields) for entry_id, fields in entries if fields])
+        return self._decode(claimed)
+
+    def forget_dead_consumers(self, live_ttl_s: float, idle_ms: int = 600_000) -> int:
+        """Remove long-gone workers with nothing pending from the group (autoscaling leaves many)."""
+        live = set(self.redis.zrangebyscore(self.workers_key, time.time() - live_ttl_s, "+inf"))
+        removed = 0
+        for info in self.redis.xinfo_consumers(self.stream, GROUP):
+            name = info["name"] if isinstance(info["name"], bytes) else str(info["name"]).encode()
+            if info["pending"] == 0 and info["idle"] >= idle_ms and name not in live:
+                self.redis.xgroup_delconsumer(self.stream, GROUP, name)
+                removed += 1
+        return removed
 
     def _decode(self, entries) -> list[QueuedRequest]:
         requests, broken = [], []

@@ -52,6 +52,7 @@ class InferenceWorker:
         self.texts = 0
         self._next_heartbeat = 0.0
         self._next_claim = 0.0
+        self._next_cleanup = 0.0
 
     # --- signals ---------------------------------------------------------------
 
@@ -123,11 +124,15 @@ class InferenceWorker:
             return
         self._next_claim = now + self.settings.claim_idle_ms / 2000
         held = {request.entry_id for request in self.collector.held_over}
-        claimed = [r for r in self.queue.claim_abandoned(self.consumer, self.settings.claim_idle_ms) if r.entry_id not in held]
+        claimed = self.queue.claim_abandoned(self.consumer, self.settings.claim_idle_ms, self.settings.heartbeat_ttl_s)
+        claimed = [r for r in claimed if r.entry_id not in held]
         if claimed:
             log.warning("took over %d request(s) abandoned by another worker", len(claimed))
             metrics.REQUESTS_RECLAIMED.inc(len(claimed))
             self.collector.held_over.extendleft(reversed(claimed))
+        if now >= self._next_cleanup:
+            self._next_cleanup = now + 60
+            self.queue.forget_dead_consumers(self.settings.heartbeat_ttl_s)
 
     def perform_batch(self, batch: list[QueuedRequest]) -> None:
         """Answer every request of ``batch`` (or retire it, if its deadline passed) and acknowledge it."""

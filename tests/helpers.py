@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +16,22 @@ import requests
 
 from service.config import ROOT
 from service.embedded_redis import free_port
+
+
+@contextmanager
+def frozen(process: subprocess.Popen) -> Iterator[None]:
+    """SIGSTOP a process for the duration of the block (Redis still delivers to its blocked reads)."""
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+
+
+def timed_predict(service: Service, payload: dict, headers: dict | None = None) -> tuple[requests.Response, float]:
+    started = time.monotonic()
+    response = service.predict(payload, headers=headers)
+    return response, time.monotonic() - started
 
 
 def wait_until(predicate, timeout_s: float, interval_s: float = 0.05, what: str = "condition"):

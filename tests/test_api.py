@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
 import requests
 
-from tests.helpers import wait_until
+from tests.helpers import frozen, timed_predict, wait_until
 
 
 def post_raw(service, body: bytes, content_type: str | None = "application/json", headers: dict | None = None) -> requests.Response:
@@ -206,14 +203,8 @@ def test_concurrent_clients_get_their_own_answers(service, tiny_model_store):
 
 
 def test_deadline_passes_gives_504_and_the_worker_skips_it(service):
-    worker = service.workers[0]
-    os.kill(worker.pid, signal.SIGSTOP)
-    try:
-        started = time.monotonic()
-        response = service.predict({"text": "great"}, headers={"X-Deadline-Ms": "300"})
-        elapsed = time.monotonic() - started
-    finally:
-        os.kill(worker.pid, signal.SIGCONT)
+    with frozen(service.workers[0]):
+        response, elapsed = timed_predict(service, {"text": "great"}, {"X-Deadline-Ms": "300"})
     assert_error(response, 504, "deadline_exceeded")
     assert 0.29 <= elapsed < 1.0
     r = redis.Redis.from_url(service.redis_url)
@@ -223,35 +214,22 @@ def test_deadline_passes_gives_504_and_the_worker_skips_it(service):
 
 
 def test_server_default_deadline_caps_the_client_one(service):
-    worker = service.workers[0]
-    os.kill(worker.pid, signal.SIGSTOP)
-    try:
-        started = time.monotonic()
-        response = service.predict({"text": "great"}, headers={"X-Deadline-Ms": "999999"})
-        elapsed = time.monotonic() - started
-    finally:
-        os.kill(worker.pid, signal.SIGCONT)
+    with frozen(service.workers[0]):
+        response, elapsed = timed_predict(service, {"text": "great"}, {"X-Deadline-Ms": "999999"})
     assert_error(response, 504)
     assert elapsed < 3.0  # the server default (2 s), not the 999 s asked for
 
 
 def test_full_queue_answers_503_at_once_with_retry_after(service):
-    worker = service.workers[0]
     limit = int(service.settings["SENTIMENT_QUEUE_MAX_REQUESTS"])
     r = redis.Redis.from_url(service.redis_url)
     wait_until(lambda: r.xlen("sentiment:requests:sentiment:1") == 0, 5, what="an empty queue")
-    os.kill(worker.pid, signal.SIGSTOP)
-    try:
-        with ThreadPoolExecutor(limit) as pool:
+    with ThreadPoolExecutor(limit) as pool:
+        with frozen(service.workers[0]):
             waiting = [pool.submit(service.predict, {"text": f"great {i}"}, {"X-Deadline-Ms": "1500"}) for i in range(limit)]
             wait_until(lambda: r.xlen("sentiment:requests:sentiment:1") >= limit, 5, what="the queue to fill")
-            started = time.monotonic()
-            rejected = service.predict({"text": "one too many"})
-            elapsed = time.monotonic() - started
-            os.kill(worker.pid, signal.SIGCONT)
-            statuses = [f.result().status_code for f in waiting]
-    finally:
-        os.kill(worker.pid, signal.SIGCONT)
+            rejected, elapsed = timed_predict(service, {"text": "one too many"})
+        statuses = [f.result().status_code for f in waiting]
     assert_error(rejected, 503, "overloaded")
     assert rejected.headers["Retry-After"] == "1" and elapsed < 0.5
     assert set(statuses) <= {200, 504}  # queued ones are answered, or time out: never lost

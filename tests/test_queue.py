@@ -72,13 +72,42 @@ def test_backlog_is_bounded(queue):
 def test_entries_of_a_dead_worker_are_taken_over_once_idle(queue):
     queue.enqueue("r1", [[5]], deadline(), max_backlog=10)
     assert [r.request_id for r in queue.read("dead", count=10, block_ms=100)] == ["r1"]
-    assert queue.claim_abandoned("alive", min_idle_ms=500) == []  # not idle long enough yet
+    assert queue.claim_abandoned("alive", min_idle_ms=500, live_ttl_s=3) == []  # not idle long enough yet
     time.sleep(0.6)
-    claimed = queue.claim_abandoned("alive", min_idle_ms=500)
+    claimed = queue.claim_abandoned("alive", min_idle_ms=500, live_ttl_s=3)
     assert [r.request_id for r in claimed] == ["r1"]
     queue.respond([(claimed[0], [0.9])], result_ttl_s=5)
     assert queue.wait_result("r1", 1.0) == pytest.approx([0.9])
-    assert queue.claim_abandoned("alive", min_idle_ms=0) == []
+    assert queue.claim_abandoned("alive", min_idle_ms=0, live_ttl_s=3) == []
+
+
+def test_a_live_workers_slow_batch_is_not_taken(queue):
+    queue.enqueue("r1", [[5]], deadline(), max_backlog=10)
+    queue.heartbeat("slow", {}, ttl_s=3)
+    queue.read("slow", count=10, block_ms=100)
+    time.sleep(0.3)
+    assert queue.claim_abandoned("other", min_idle_ms=200, live_ttl_s=3) == []
+    queue.sign_off("slow")  # ... until it stops heartbeating
+    assert [r.request_id for r in queue.claim_abandoned("other", min_idle_ms=200, live_ttl_s=3)] == ["r1"]
+
+
+def test_deleted_entries_are_dropped_from_the_pending_list_on_takeover(queue):
+    queue.enqueue("r1", [[5]], deadline(), max_backlog=10)
+    [request] = queue.read("dead", count=10, block_ms=100)
+    queue.redis.xdel(queue.stream, request.entry_id)
+    assert queue.claim_abandoned("other", min_idle_ms=0, live_ttl_s=3) == []
+    assert queue.redis.xpending(queue.stream, "workers")["pending"] == 0
+
+
+def test_long_gone_consumers_are_forgotten(queue):
+    for i in range(3):
+        queue.enqueue(f"r{i}", [[5]], deadline(), max_backlog=10)
+    queue.finish([r.entry_id for r in queue.read("gone", count=1, block_ms=None)])  # nothing pending, not live
+    queue.read("holding", count=1, block_ms=None)  # not live, but still holds an entry: kept for takeover
+    queue.heartbeat("here", {}, ttl_s=3)
+    queue.finish([r.entry_id for r in queue.read("here", count=1, block_ms=None)])
+    assert queue.forget_dead_consumers(live_ttl_s=3, idle_ms=0) == 1
+    assert sorted(c["name"] for c in queue.redis.xinfo_consumers(queue.stream, "workers")) == [b"here", b"holding"]
 
 
 def test_finish_retires_without_answering(queue):

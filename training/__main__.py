@@ -9,14 +9,21 @@ from pathlib import Path
 
 from training.data import DataError
 
-DEFAULTS_HELP = " (default: %(default)s)"
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show ``(default: ...)`` unless the help text already explains the default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m training",
         description="Train the LSTM sentiment model and export it as a versioned SavedModel.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     data = p.add_argument_group("data")
     data.add_argument(
@@ -29,7 +36,7 @@ def parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--unlabeled",
         type=Path,
-        help="Unlabelled texts for word2vec pre-training: folder/.tar.gz of .txt files, "
+        help="Unlabelled texts for word2vec pre-training and --distill: folder/.tar.gz of .txt files, "
         ".txt (one per line) or a table; its test/ folders are ignored. Labelled training texts are always used too.",
     )
     data.add_argument(
@@ -61,12 +68,23 @@ def parser() -> argparse.ArgumentParser:
     )
 
     fit = p.add_argument_group("training")
-    fit.add_argument("--epochs", type=int, default=6, help="Most epochs; early stopping may end sooner.")
+    fit.add_argument("--epochs", type=int, default=2, help="Most epochs; early stopping may end sooner.")
     fit.add_argument("--patience", type=int, default=1, help="Epochs without validation improvement before stopping.")
     fit.add_argument("--batch-size", type=int, default=128, help="Training batch size.")
-    fit.add_argument("--learning-rate", type=float, default=2e-3, help="Adam learning rate.")
+    fit.add_argument("--learning-rate", type=float, default=2e-3, help="Adam learning rate (at the start, with --cosine-decay).")
+    fit.add_argument(
+        "--cosine-decay", action=argparse.BooleanOptionalAction, default=True, help="Lower the learning rate to a tenth along a cosine."
+    )
+    fit.add_argument(
+        "--distill",
+        type=int,
+        default=50_000,
+        help="Also train on this many --unlabeled texts, with the linear baseline's probabilities as soft targets (0 = off).",
+    )
     fit.add_argument("--seed", type=int, default=1, help="Seed for splits, initialisation and shuffling.")
-    fit.add_argument("--no-baseline", action="store_true", help="Skip the TF-IDF + logistic regression baseline.")
+    fit.add_argument(
+        "--no-baseline", action="store_true", help="Skip the TF-IDF + logistic regression baseline (unless --distill needs it)."
+    )
 
     out = p.add_argument_group("output")
     out.add_argument("--out", type=Path, default=Path("model_store"), help="Model store folder.")

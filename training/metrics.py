@@ -41,15 +41,28 @@ def classification_metrics(labels, probabilities, threshold: float = 0.5) -> dic
     }
 
 
-def linear_baseline(train_texts, train_labels, test_texts, test_labels) -> dict[str, float]:
-    """TF-IDF word uni+bigrams → logistic regression, on the same tokens as the LSTM."""
-    start = time.perf_counter()
-    vectorizer = TfidfVectorizer(
-        tokenizer=split_words, lowercase=False, token_pattern=None, ngram_range=(1, 2), min_df=2, sublinear_tf=True
-    )
-    classifier = LogisticRegression(C=8.0, max_iter=1000)
-    classifier.fit(vectorizer.fit_transform(train_texts), train_labels)
-    probabilities = classifier.predict_proba(vectorizer.transform(test_texts))[:, 1]
-    result = classification_metrics(test_labels, probabilities)
-    result["train_seconds"] = round(time.perf_counter() - start, 1)
-    return result
+class LinearModel:
+    """TF-IDF word uni+bigrams → logistic regression, on the same tokens as the LSTM.
+
+    The baseline the LSTM must beat, and the teacher that labels unlabelled
+    reviews for it (``--distill``).
+    """
+
+    def __init__(self, texts: list[str], labels: list[int]):
+        started = time.perf_counter()
+        self.vectorizer = TfidfVectorizer(
+            tokenizer=split_words, lowercase=False, token_pattern=None, ngram_range=(1, 2), min_df=2, sublinear_tf=True
+        )
+        self.classifier = LogisticRegression(C=8.0, max_iter=1000)
+        self.classifier.fit(self.vectorizer.fit_transform(texts), labels)
+        self.train_seconds = round(time.perf_counter() - started, 1)
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        return self.classifier.predict_proba(self.vectorizer.transform(texts))[:, 1]
+
+    def evaluate(self, texts: list[str], labels: list[int]) -> dict:
+        return {**classification_metrics(labels, self.predict_proba(texts)), "train_seconds": self.train_seconds}
+
+
+def linear_baseline(train_texts, train_labels, test_texts, test_labels) -> dict:
+    return LinearModel(train_texts, train_labels).evaluate(test_texts, test_labels)

@@ -74,7 +74,7 @@ def predict_probabilities(model: keras.Model, tokenizer: Tokenizer, texts: list[
 
 
 def run(args: argparse.Namespace) -> Path:
-    from training.metrics import classification_metrics, linear_baseline
+    from training.metrics import LinearModel, classification_metrics
 
     started = time.perf_counter()
     keras.utils.set_random_seed(args.seed)
@@ -95,19 +95,40 @@ def run(args: argparse.Namespace) -> Path:
     log.info("data: %d train, %d validation (held-out groups), %d test", len(train), len(validation), len(test))
 
     tokenizer = Tokenizer.fit(train.texts, args.vocab_size, args.min_count, args.max_length, args.head_length)
+    unlabeled = []
+    if args.unlabeled and (args.word2vec_epochs > 0 or args.distill > 0):
+        from training.embeddings import read_unlabeled
+
+        unlabeled = read_unlabeled(args.unlabeled)
+        log.info("%d unlabelled texts from %s", len(unlabeled), args.unlabeled)
     embedding_init = None
     if args.word2vec_epochs > 0:
-        from training.embeddings import pretrain_word2vec, read_unlabeled
+        from training.embeddings import pretrain_word2vec
 
-        unlabeled = read_unlabeled(args.unlabeled) if args.unlabeled else []
         embedding_init = pretrain_word2vec(train.texts + unlabeled, tokenizer, args.embedding_dim, args.word2vec_epochs, args.seed)
+
+    # The linear model: the baseline to beat, and the teacher of --distill.
+    teacher = None if args.no_baseline and not args.distill else LinearModel(train.texts, train.labels)
+    train_sequences = [e.ids for e in tokenizer.encode_batch(train.texts)]
+    train_targets: list[float] = list(train.labels)
+    if args.distill and unlabeled:
+        chosen = np.random.default_rng(args.seed).permutation(len(unlabeled))[: args.distill]
+        extra = [unlabeled[i] for i in chosen]
+        train_sequences += [e.ids for e in tokenizer.encode_batch(extra)]
+        train_targets += teacher.predict_proba(extra).tolist()
+        log.info("distillation: %d unlabelled texts with the linear teacher's probabilities as targets", len(extra))
 
     arch = Architecture(tokenizer.vocab_size, args.embedding_dim, args.lstm_units, args.bidirectional, args.dropout, pooling=args.pooling)
     model = build_model(arch, embedding_init)
-    model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss="binary_crossentropy", metrics=["accuracy"])
-    encode = lambda d: [e.ids for e in tokenizer.encode_batch(d.texts)]  # noqa: E731
-    train_batches = BucketedBatches(encode(train), train.labels, args.batch_size, shuffle=True, seed=args.seed)
-    validation_batches = BucketedBatches(encode(validation), validation.labels, 256, shuffle=False, seed=args.seed)
+    learning_rate = args.learning_rate
+    if args.cosine_decay:  # from the full rate down to a tenth, over all the epochs' steps
+        steps = args.epochs * -(-len(train_sequences) // args.batch_size)
+        learning_rate = keras.optimizers.schedules.CosineDecay(args.learning_rate, decay_steps=steps, alpha=0.1)
+    # With soft targets (--distill), the training "accuracy" is not meaningful; validation accuracy is.
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy", metrics=["accuracy"])
+    train_batches = BucketedBatches(train_sequences, train_targets, args.batch_size, shuffle=True, seed=args.seed)
+    validation_sequences = [e.ids for e in tokenizer.encode_batch(validation.texts)]
+    validation_batches = BucketedBatches(validation_sequences, validation.labels, 256, shuffle=False, seed=args.seed)
     stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=args.patience, restore_best_weights=True)
     history = model.fit(
         train_batches.dataset(),
@@ -122,8 +143,8 @@ def run(args: argparse.Namespace) -> Path:
     evaluation = {"validation": classification_metrics(validation.labels, predict_probabilities(model, tokenizer, validation.texts))}
     if len(test):
         evaluation["test"] = classification_metrics(test.labels, predict_probabilities(model, tokenizer, test.texts))
-        if not args.no_baseline:
-            evaluation["baseline_tfidf_logreg_test"] = linear_baseline(train_all.texts, train_all.labels, test.texts, test.labels)
+        if teacher is not None:  # trained on the same texts as the LSTM (validation held out)
+            evaluation["baseline_tfidf_logreg_test"] = teacher.evaluate(test.texts, test.labels)
     for name, values in evaluation.items():
         log.info("%s: %s", name, values)
 

@@ -1,0 +1,35 @@
+-- POST /predict with bodies read from BODIES_FILE (one JSON body per line), in rotation;
+-- prints a JSON summary line at the end for bench/__main__.py.
+local bodies = {}
+local path = os.getenv("BODIES_FILE")
+for line in io.lines(path) do bodies[#bodies + 1] = line end
+local counter = 0
+local statuses = {}
+
+function setup(thread)
+  thread:set("offset", counter * 7919)
+  counter = counter + 1
+end
+
+function init(args)
+  index = offset or 0
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+end
+
+function request()
+  index = index + 1
+  return wrk.format(nil, "/predict", nil, bodies[(index % #bodies) + 1])
+end
+
+function response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+
+function done(summary, latency, requests)
+  local non2xx = summary.errors.status
+  io.write(string.format(
+    '{"requests": %d, "duration_us": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d, "non2xx": %d, "socket_errors": %d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+    non2xx, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end

@@ -1,0 +1,80 @@
+"""The committed artifact: its metadata, its accuracy on IMDB, and serving it for real."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from service.model_store import resolve
+from tests.conftest import COMMITTED_MODEL_DIR, IMDB_ARCHIVE
+from tests.helpers import Service
+
+SHORT_TEXTS = {
+    "I loved this movie.": "positive",
+    "What a wonderful, touching film!": "positive",
+    "Great acting and a clever plot.": "positive",
+    "Highly recommended.": "positive",
+    "This phone works perfectly, great battery life.": "positive",
+    "Terrible film, a complete waste of time.": "negative",
+    "The plot was boring and the acting was awful.": "negative",
+    "I want my money back.": "negative",
+    "The worst book I have read this year.": "negative",
+    "Broke after two days, do not buy.": "negative",
+}
+
+
+@pytest.fixture(scope="module")
+def committed():
+    return resolve(COMMITTED_MODEL_DIR)
+
+
+def test_metadata_and_size(committed):
+    meta = committed.metadata
+    assert meta["name"] == "sentiment" and meta["version"] == committed.version
+    assert meta["metrics"]["test"]["n"] == 25_000 and meta["metrics"]["test"]["accuracy"] >= 0.89
+    assert meta["training_seconds"] < 20 * 60
+    for key in ("roc_auc", "f1", "ece"):
+        assert key in meta["metrics"]["test"]
+    assert "baseline_tfidf_logreg_test" in meta["metrics"]
+    size = sum(f.stat().st_size for f in committed.path.rglob("*") if f.is_file())
+    assert size < 40 * 2**20, size
+    assert (committed.path / "MODEL_CARD.md").read_text().count("|") > 20
+    assert json.loads((committed.path / "assets" / "tokenizer.json").read_text())["vocab_size"] == meta["vocab_size"]
+
+
+@pytest.mark.skipif(not IMDB_ARCHIVE.exists(), reason=f"IMDB data not found at {IMDB_ARCHIVE} (set SENTIMENT_SHARED_DATA)")
+def test_accuracy_on_2000_imdb_test_reviews(committed):
+    import tensorflow as tf
+
+    from training.data import load
+    from training.pipeline import predict_sorted
+
+    test = load(IMDB_ARCHIVE)["test"]
+    pick = np.random.default_rng(0).choice(len(test), 2000, replace=False)
+    texts, labels = [test.texts[i] for i in pick], np.array([test.labels[i] for i in pick])
+    serve = tf.saved_model.load(str(committed.path)).signatures["serving_default"]
+    tokenizer = committed.load_tokenizer()
+    probabilities = predict_sorted(
+        lambda ids: serve(token_ids=tf.constant(ids))["probability"].numpy(), [e.ids for e in tokenizer.encode_batch(texts)]
+    )
+    accuracy = float(((probabilities >= 0.5) == labels).mean())
+    assert accuracy >= 0.88, accuracy
+
+
+def test_committed_model_served_end_to_end(redis_server, tmp_path):
+    """The real SavedModel behind the real API: short texts, a 700-word review, the metadata."""
+    svc = Service(redis_server.url, COMMITTED_MODEL_DIR.parent, log_dir=tmp_path)
+    try:
+        svc.start_api()
+        svc.start_worker()
+        response = svc.predict({"texts": list(SHORT_TEXTS)})
+        assert response.status_code == 200, response.text
+        labels = [p["label"] for p in response.json()["predictions"]]
+        assert labels == list(SHORT_TEXTS.values())
+        long_review = " ".join(["The first half drags and the dialogue is clumsy."] * 30 + ["But the ending is superb, I loved it."] * 40)
+        [prediction] = svc.predict({"text": long_review}).json()["predictions"]
+        assert prediction["truncated"] is True and prediction["tokens"] > 700
+    finally:
+        svc.stop()
