@@ -76,6 +76,9 @@ def test_tiny_model_export_has_both_signatures_and_metadata(tiny_model_store):
     assert probability.dtype == tf.float32 and probability.shape == (2,)
     assert np.all((probability.numpy() >= 0) & (probability.numpy() <= 1))
 
+    saved = [name for name, _ in tf.train.list_variables(str(version_dir / "variables" / "variables"))]
+    assert any("embeddings" in name for name in saved) and not [n for n in saved if "optimizer" in n]  # weights only
+
     meta = json.loads((version_dir / "metadata.json").read_text())
     for key in ("name", "version", "created_at", "dataset", "hyperparameters", "tensorflow_version", "keras_version",
                 "label_names", "decision_threshold", "metrics", "training_seconds"):  # fmt: skip

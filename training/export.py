@@ -93,9 +93,12 @@ def export(model: keras.Model, tokenizer: tk.Tokenizer, destination: Path, metad
     """Write ``destination`` (``.../<name>/<version>``) atomically: a reader never sees half a model."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
+    # A copy without the optimizer (clone_model would carry it over): Adam's two moments per weight would triple the artifact.
+    inference_model = keras.Model.from_config(model.get_config())
+    inference_model.set_weights(model.get_weights())
     try:
         with tempfile.TemporaryDirectory() as assets:
-            module = SentimentModule(model, tokenizer, Path(assets))
+            module = SentimentModule(inference_model, tokenizer, Path(assets))
             signatures = {
                 "serving_default": module.serve_ids.get_concrete_function(),
                 "predict_text": module.predict_text.get_concrete_function(),

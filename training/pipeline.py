@@ -70,7 +70,9 @@ def predict_sorted(score, sequences: list[list[int]], batch_size: int = 256) -> 
 
 
 def predict_probabilities(model: keras.Model, tokenizer: Tokenizer, texts: list[str]) -> np.ndarray:
-    return predict_sorted(lambda ids: model(ids, training=False), [e.ids for e in tokenizer.encode_batch(texts)])
+    # A graph, traced once for any [batch, time]: called eagerly, the LSTM would step through time in Python.
+    score = tf.function(lambda ids: model(ids, training=False), input_signature=[tf.TensorSpec([None, None], tf.int32)])
+    return predict_sorted(score, [e.ids for e in tokenizer.encode_batch(texts)])
 
 
 def run(args: argparse.Namespace) -> Path:
