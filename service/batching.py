@@ -7,8 +7,8 @@ Two steps:
    most ``max_wait_s`` after the first one for more. A request that does not fit
    is held over, first in line for the next batch.
 2. `plan_model_calls` cuts the batch's texts into model calls padded only to
-   their own longest sequence: texts sorted by length, so that short texts
-   don't pay for a long one's padding.
+   their own longest sequence: texts sorted by length, split where the padding
+   saved outweighs the cost of one more call.
 
 Blocking reads can't do the short wait: Redis checks blocking timeouts on its
 ``hz`` timer (every 100 ms by default), so a 5 ms BLOCK lasts 100 ms. The wait
@@ -86,17 +86,33 @@ class BatchCollector:
                 self.held_over.append(item)
 
 
-def plan_model_calls(lengths: Sequence[int], max_texts: int, max_tokens: int) -> list[list[int]]:
-    """Group text indices into model calls, each within both budgets, shortest texts first."""
+def plan_model_calls(lengths: Sequence[int], max_texts: int, max_tokens: int, step_overhead_texts: float = 0.0) -> list[list[int]]:
+    """Group text indices into model calls, each within both budgets, at the least estimated cost.
+
+    An LSTM call costs about ``longest × (step_overhead_texts + texts)``: it runs
+    one step per token of its longest text, and each step has a fixed cost
+    (worth ``step_overhead_texts`` texts) besides the per-text work. So it pays
+    to run short texts apart from long ones only while the padding saved
+    outweighs the extra steps. Texts are sorted by length and cut where a
+    dynamic programme over the sorted order finds the cheapest split.
+    """
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    sorted_lengths = [max(lengths[i], 1) for i in order]
+    n = len(order)
+    best = [0.0] + [float("inf")] * n  # best[i]: cheapest plan for the i shortest texts
+    cut = [0] * (n + 1)
+    for end in range(1, n + 1):
+        longest = sorted_lengths[end - 1]
+        for start in range(end - 1, max(end - max_texts, 0) - 1, -1):
+            size = end - start
+            if size > 1 and size * longest > max_tokens:
+                break  # bigger calls only grow
+            cost = best[start] + longest * (step_overhead_texts + size)
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
     calls: list[list[int]] = []
-    current: list[int] = []
-    for index in order:
-        # Sorted ascending, so this text is the longest of the call if added.
-        if current and (len(current) + 1 > max_texts or (len(current) + 1) * lengths[index] > max_tokens):
-            calls.append(current)
-            current = []
-        current.append(index)
-    if current:
-        calls.append(current)
-    return calls
+    end = n
+    while end > 0:
+        calls.append(order[cut[end] : end])
+        end = cut[end]
+    return calls[::-1]

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     max_batch_tokens: int = Field(32_768, ge=1)
     """Token budget of a batch: texts × longest sequence (padding included)."""
 
+    step_overhead_texts: float | None = Field(None, ge=0)
+    """Fixed cost of one LSTM step, in texts' worth of work: decides when a batch is split by length. Unset: measured at start."""
+
     claim_idle_ms: int = Field(1000, ge=50)
     """A request a worker took this long ago and has not acknowledged is taken over by another, if its worker stopped heartbeating."""
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
+import statistics
+import time
 from collections.abc import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -53,3 +55,19 @@ class SentimentModel:
         """The first calls trace and optimise the graph; pay for that before taking traffic."""
         for batch, width in ((1, 8), (8, 64), (32, 256)):
             self.predict([[2] * width] * batch)
+
+    def measure_step_overhead(self, width: int = 64, big: int = 64, repeats: int = 5) -> float:
+        """A call costs about ``width × (a + b × texts)``; return ``a / b``, the fixed cost of a
+        step in texts' worth of work, which decides when splitting a batch by length pays."""
+
+        def seconds(batch: int) -> float:
+            runs = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                self.predict([[2] * width] * batch)
+                runs.append(time.perf_counter() - started)
+            return statistics.median(runs)
+
+        one, many = seconds(1), seconds(big)
+        per_text = max((many - one) / (big - 1), 1e-9)
+        return max(one - per_text, 0.0) / per_text

@@ -34,8 +34,11 @@ log = logging.getLogger("service.worker")
 class InferenceWorker:
     """The loop: heartbeat, take over abandoned work, collect a batch, perform it."""
 
-    def __init__(self, settings: Settings, model, queue: RequestQueue, consumer: str, device: str = "CPU"):
+    def __init__(
+        self, settings: Settings, model, queue: RequestQueue, consumer: str, device: str = "CPU", step_overhead_texts: float = 0.0
+    ):
         self.settings = settings
+        self.step_overhead_texts = step_overhead_texts
         self.model = model
         self.queue = queue
         self.consumer = consumer
@@ -159,7 +162,8 @@ class InferenceWorker:
         sequences = [sequence for request in requests for sequence in request.sequences]
         probabilities = [0.0] * len(sequences)
         try:
-            for call in plan_model_calls([len(s) for s in sequences], self.settings.max_batch_size, self.settings.max_batch_tokens):
+            lengths = [len(s) for s in sequences]
+            for call in plan_model_calls(lengths, self.settings.max_batch_size, self.settings.max_batch_tokens, self.step_overhead_texts):
                 started = time.perf_counter()
                 scores = self.model.predict([sequences[i] for i in call])
                 metrics.MODEL_SECONDS.observe(time.perf_counter() - started)
@@ -191,11 +195,15 @@ def main() -> int:
     version = resolve(settings.model_dir, settings.model_version)
     model = SentimentModel(version)
     model.warm_up()
+    overhead = settings.step_overhead_texts
+    if overhead is None:
+        overhead = model.measure_step_overhead()
+        log.info("one model step costs as much as %.1f texts: batches are split by length when that saves more", overhead)
     if settings.worker_metrics_port:
         metrics.serve_worker_metrics(settings.worker_metrics_port)
     connection = connect(settings.redis_url, settings.redis_timeout_s, blocking_s=settings.heartbeat_interval_s)
     queue = RequestQueue(connection, settings.redis_key_prefix, version.name, version.version)
-    worker = InferenceWorker(settings, model, queue, f"{socket.gethostname()}-{os.getpid()}", device)
+    worker = InferenceWorker(settings, model, queue, f"{socket.gethostname()}-{os.getpid()}", device, overhead)
     worker.install_signal_handlers()
     return worker.run()
 

@@ -113,11 +113,41 @@ def test_an_oversized_request_still_forms_a_batch_alone():
     assert names(arrivals.collector(max_texts=8, max_tokens=100).collect(arrivals.fetch)) == ["huge"]
 
 
-def test_model_calls_pad_to_their_own_longest_within_budgets():
+def test_model_calls_stay_within_budgets():
     lengths = [5, 400, 7, 6, 390, 8]
-    calls = plan_model_calls(lengths, max_texts=4, max_tokens=1000)
+    calls = plan_model_calls(lengths, max_texts=4, max_tokens=1000, step_overhead_texts=50)
     assert sorted(i for call in calls for i in call) == list(range(6))
     for call in calls:
         assert len(call) <= 4 and len(call) * max(lengths[i] for i in call) <= 1000
-    assert calls[0] == [0, 3, 2, 5]  # the short ones together, shortest first
-    assert plan_model_calls([3, 2, 1], max_texts=10, max_tokens=1) == [[2], [1], [0]]  # one text always fits
+    assert calls == [[0, 3, 2, 5], [4, 1]]  # the short ones together, shortest first
+    assert plan_model_calls([3, 2, 1], max_texts=10, max_tokens=1, step_overhead_texts=50) == [[2], [1], [0]]  # one always fits
+
+
+def cost(lengths, calls, overhead):
+    return sum(max(lengths[i] for i in call) * (overhead + len(call)) for call in calls)
+
+
+def test_short_texts_run_apart_from_long_ones_when_it_pays():
+    lengths = [10] * 60 + [400] * 4
+    split = plan_model_calls(lengths, max_texts=128, max_tokens=10**6, step_overhead_texts=20)
+    assert sorted(map(len, split)) == [4, 60]  # 10 x 80 + 400 x 24, not 400 x 84
+    assert cost(lengths, split, 20) == 10 * 80 + 400 * 24
+
+
+def test_a_high_step_cost_keeps_one_call():
+    """On a GPU a step's fixed cost dwarfs the per-text work: one call, however ragged."""
+    lengths = [10] * 60 + [400] * 4
+    assert len(plan_model_calls(lengths, max_texts=128, max_tokens=10**6, step_overhead_texts=10_000)) == 1
+
+
+def test_plan_is_never_worse_than_one_call_or_sorted_halves():
+    import random
+
+    rng = random.Random(3)
+    for _ in range(50):
+        lengths = [min(rng.randint(5, 900), 400) for _ in range(rng.randint(1, 128))]
+        plan = plan_model_calls(lengths, max_texts=128, max_tokens=10**6, step_overhead_texts=26)
+        order = sorted(range(len(lengths)), key=lengths.__getitem__)
+        half = len(order) // 2
+        alternatives = [[order], [order[:half], order[half:]] if half else [order]]
+        assert cost(lengths, plan, 26) <= min(cost(lengths, alt, 26) for alt in alternatives) + 1e-9
