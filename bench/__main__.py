@@ -71,6 +71,7 @@ def run_wrk(port: int, connections: int, seconds: int, bodies: Path, threads: in
         "p99_ms": summary["p99_us"] / 1000,
         "errors": summary["non2xx"] + summary["socket_errors"],
         "requests": summary["requests"],
+        "statuses": summary["statuses"],
     }
 
 

@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Sequence
 
@@ -32,7 +33,7 @@ log = logging.getLogger("service.worker")
 
 
 class InferenceWorker:
-    """The loop: heartbeat, take over abandoned work, collect a batch, perform it."""
+    """The loop: take over abandoned work, collect a batch, perform it; a thread heartbeats beside it."""
 
     def __init__(
         self, settings: Settings, model, queue: RequestQueue, consumer: str, device: str = "CPU", step_overhead_texts: float = 0.0
@@ -53,7 +54,9 @@ class InferenceWorker:
         self.started_at = time.time()
         self.batches = 0
         self.texts = 0
-        self._next_heartbeat = 0.0
+        self.progress_at = time.monotonic()  # the loop's last turn: a stuck loop stops the heartbeat
+        self.heartbeat_stop = threading.Event()
+        self._group_checked = False
         self._next_claim = 0.0
         self._next_cleanup = 0.0
 
@@ -75,9 +78,14 @@ class InferenceWorker:
     def run(self) -> int:
         log.info("worker %s serving %s v%s from %s", self.consumer, self.queue.stream, self.model.version.version, self.model.version.path)
         failures = 0
+        beating = threading.Thread(target=self.beat_until_stopped, name="heartbeat", daemon=True)
+        beating.start()
         while not self.stop_requested or self.collector.held_over:
+            self.progress_at = time.monotonic()
             try:
-                self.maybe_heartbeat()
+                if not self._group_checked:
+                    self.queue.ensure_group()
+                    self._group_checked = True
                 self.maybe_claim_abandoned()
                 batch = self.collector.collect(self.fetch)
                 if batch:
@@ -88,8 +96,10 @@ class InferenceWorker:
                 delay = min(0.25 * 2**failures, 5.0)
                 log.warning("Redis unavailable (%s); retrying in %.2fs", exc, delay)
                 metrics.REDIS_ERRORS.inc()
-                self._next_heartbeat = 0.0
+                self._group_checked = False  # Redis may have restarted empty
                 time.sleep(delay)
+        self.heartbeat_stop.set()
+        beating.join(timeout=5)
         with contextlib.suppress(redis.RedisError):
             self.queue.sign_off(self.consumer)
         log.info("worker %s stopped after %d batches", self.consumer, self.batches)
@@ -101,12 +111,21 @@ class InferenceWorker:
         block_ms = None if block_s is None else max(1, int(block_s * 1000))
         return self.queue.read(self.consumer, count=max_items, block_ms=block_ms)
 
-    def maybe_heartbeat(self) -> None:
-        now = time.monotonic()
-        if now < self._next_heartbeat:
-            return
-        if self._next_heartbeat == 0.0:
-            self.queue.ensure_group()
+    def beat_until_stopped(self) -> None:
+        """Heartbeat from its own thread, so that a long batch under load does not look like a
+        dead worker; but only while the loop keeps turning, so that a stuck worker does."""
+        stuck_after = 10 * self.settings.heartbeat_ttl_s
+        while not self.heartbeat_stop.is_set():
+            if time.monotonic() - self.progress_at < stuck_after:
+                try:
+                    self.heartbeat()
+                except redis.RedisError as exc:
+                    log.debug("heartbeat failed: %s", exc)
+            else:
+                log.error("the worker loop has not turned for %.0fs: no heartbeat until it does", stuck_after)
+            self.heartbeat_stop.wait(self.settings.heartbeat_interval_s)
+
+    def heartbeat(self) -> None:
         info = {
             "consumer": self.consumer,
             "host": socket.gethostname(),
@@ -119,7 +138,6 @@ class InferenceWorker:
             "texts": self.texts,
         }
         self.queue.heartbeat(self.consumer, info, self.settings.heartbeat_ttl_s)
-        self._next_heartbeat = now + self.settings.heartbeat_interval_s
 
     def maybe_claim_abandoned(self) -> None:
         now = time.monotonic()
