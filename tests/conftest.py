@@ -68,9 +68,5 @@ def service(module_redis, tiny_model_store, tmp_path_factory):
         },
         log_dir=tmp_path_factory.mktemp("logs"),
     )
-    try:
-        svc.start_api()
-        svc.start_worker()
+    with svc.running():
         yield svc
-    finally:
-        svc.stop()

@@ -120,6 +120,17 @@ class Service:
     def predict(self, payload, headers: dict | None = None, timeout: float = 10) -> requests.Response:
         return requests.post(f"{self.url}/predict", json=payload, headers=headers, timeout=timeout)
 
+    @contextmanager
+    def running(self, workers: int = 1) -> Iterator[Service]:
+        """The API and ``workers`` inference workers, stopped at the end of the block."""
+        try:
+            self.start_api()
+            for _ in range(workers):
+                self.start_worker()
+            yield self
+        finally:
+            self.stop()
+
     def stop(self) -> None:
         for process in [*self.workers, self.api]:
             if process is not None and process.poll() is None:

@@ -69,14 +69,9 @@ def served(tmp_path_factory):
     """The real SavedModel behind the real API and a real worker."""
     from service.embedded_redis import EmbeddedRedis
 
-    with EmbeddedRedis() as redis_server:
-        svc = Service(redis_server.url, COMMITTED_MODEL_DIR.parent, log_dir=tmp_path_factory.mktemp("served"))
-        try:
-            svc.start_api()
-            svc.start_worker()
-            yield svc
-        finally:
-            svc.stop()
+    logs = tmp_path_factory.mktemp("served")
+    with EmbeddedRedis() as redis_server, Service(redis_server.url, COMMITTED_MODEL_DIR.parent, log_dir=logs).running() as svc:
+        yield svc
 
 
 def labels_of(svc: Service, texts: list[str]) -> list[str]:
