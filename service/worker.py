@@ -91,6 +91,11 @@ class InferenceWorker:
                 if batch:
                     self.perform_batch(batch)
                 failures = 0
+            except redis.ResponseError as exc:  # e.g. NOGROUP: Redis restarted empty under a batch
+                log.warning("Redis refused a command (%s); checking the stream and group again", exc)
+                metrics.REDIS_ERRORS.inc()
+                self._group_checked = False
+                time.sleep(0.1)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 failures += 1
                 delay = min(0.25 * 2**failures, 5.0)

@@ -166,6 +166,7 @@ def run(args: argparse.Namespace) -> Path:
             "validation": len(validation),
             "test": len(test),
             "unlabeled": str(args.unlabeled) if args.unlabeled else None,
+            "distilled": len(train_targets) - len(train),
         },
         "label_names": list(LABEL_NAMES),
         "decision_threshold": 0.5,
