@@ -22,8 +22,8 @@ SHORT_TEXTS = {
     "I want my money back.": "negative",
     "The worst book I have read this year.": "negative",
 }
-# Seen wrong by v1 (product vocabulary it rarely met in movie reviews); the model card lists it.
-KNOWN_MISSES = {"Broke after two days, do not buy.": "negative"}
+# Seen wrong by v1 (an idiom; product vocabulary it rarely met in movie reviews); README and model card list them.
+KNOWN_MISSES = {"Broke after two days, do not buy.": "negative", "Two hours I will never get back.": "negative"}
 
 
 @pytest.fixture(scope="module")

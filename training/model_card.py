@@ -64,7 +64,8 @@ ECE: expected calibration error over 15 confidence bins.
 - Language: English only; other languages mostly map to out-of-vocabulary ids and get near-neutral, meaningless scores.
 - Domain: trained on movie reviews; product reviews share most of the vocabulary of opinion but domain words
   ("battery", "shipping", "broke") are weaker signals: short product complaints without opinion words from film
-  reviews can come out positive ("Broke after two days, do not buy." does, in v1). Sarcasm, mixed reviews and comparisons ("better than X") are common errors.
+  reviews can come out positive ("Broke after two days, do not buy." does, in v1), and so can idioms ("Two hours I will
+  never get back."). Sarcasm, mixed reviews and comparisons ("better than X") are common errors.
 - Length: texts over {tok["max_length"]} tokens lose their middle; the response says so (`truncated`). Very short texts
   (a few words) are scored, but the model learned from reviews of ~230 words on average.
 - Not for decisions about people; the IMDB data carries the biases of its reviewers.
