@@ -81,9 +81,16 @@ def test_sigkill_of_a_worker_mid_load_loses_no_request(make_service, redis_serve
     r = redis.Redis.from_url(redis_server.url)
     with Load(svc, clients=8) as load:
         time.sleep(1.0)
-        # Freeze the victim until it holds requests it has not answered, then kill it.
-        os.kill(victim.pid, signal.SIGSTOP)
-        wait_until(lambda: pending_of(r, f"-{victim.pid}") > 0, 10, what="the frozen worker to hold requests")
+        # Freeze the victim while it holds requests it has not answered, then kill it. Frozen
+        # between two reads it would hold nothing: thaw it and try again.
+        for _ in range(50):
+            os.kill(victim.pid, signal.SIGSTOP)
+            try:
+                wait_until(lambda: pending_of(r, f"-{victim.pid}") > 0, 0.5, what="the frozen worker to hold requests")
+                break
+            except AssertionError:
+                os.kill(victim.pid, signal.SIGCONT)
+                time.sleep(0.05)
         held = pending_of(r, f"-{victim.pid}")
         victim.kill()
         victim.wait()
