@@ -66,8 +66,9 @@ def connect(url: str, timeout_s: float, blocking_s: float = 0.0, max_connections
     )
 
 
-def _pack_uint32(values: Sequence[int]) -> bytes:
-    packed = array("I", values)
+def _pack(values: Sequence, typecode: str) -> bytes:
+    """Little-endian array bytes (``"I"``: uint32 token ids and lengths, ``"f"``: float32 scores)."""
+    packed = array(typecode, values)
     if not _LITTLE_ENDIAN:
         packed.byteswap()
     return packed.tobytes()
@@ -100,7 +101,7 @@ class QueuedRequest:
 
 def encode_entry(request_id: str, sequences: Sequence[Sequence[int]], deadline_ms: int) -> dict[str, bytes | str | int]:
     flat = [token for sequence in sequences for token in sequence]
-    return {"r": request_id, "d": deadline_ms, "l": _pack_uint32([len(s) for s in sequences]), "t": _pack_uint32(flat)}
+    return {"r": request_id, "d": deadline_ms, "l": _pack([len(s) for s in sequences], "I"), "t": _pack(flat, "I")}
 
 
 def decode_entry(entry_id: str, fields: dict[bytes, bytes]) -> QueuedRequest:
@@ -243,7 +244,7 @@ class RequestQueue:
         pipe = self.redis.pipeline(transaction=False)
         for request, answer in answers:
             key = self.result_key(request.request_id)
-            payload = b"E" + answer.encode() if isinstance(answer, str) else b"P" + _pack_float32(answer)
+            payload = b"E" + answer.encode() if isinstance(answer, str) else b"P" + _pack(answer, "f")
             pipe.rpush(key, payload)
             pipe.expire(key, result_ttl_s)
         self._retire(pipe, [request.entry_id for request, _ in answers])
@@ -275,10 +276,3 @@ class RequestQueue:
         pipe.zrem(self.workers_key, consumer)
         pipe.delete(self.worker_info_key_format.format(prefix=self.prefix, consumer=consumer))
         pipe.execute()
-
-
-def _pack_float32(values: Sequence[float]) -> bytes:
-    packed = array("f", values)
-    if not _LITTLE_ENDIAN:
-        packed.byteswap()
-    return packed.tobytes()

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from training import data as datasets
     from training.data import DataError
     from training.metrics import classification_metrics, linear_baseline
-    from training.pipeline import _limit, predict_sorted
+    from training.pipeline import predict_sorted, sample_of
 
     try:
         version = resolve(args.model.parent, int(args.model.name)) if args.model else resolve(ROOT / "model_store" / "sentiment")
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     data = splits[args.split] if len(splits[args.split]) else splits["train"]
-    data = _limit(data, args.limit, seed=0)
+    data = sample_of(data, args.limit, seed=0)
     tokenizer = version.load_tokenizer()
     serve = tf.saved_model.load(str(version.path)).signatures["serving_default"]
     score = lambda ids: serve(token_ids=tf.constant(ids))["probability"].numpy()  # noqa: E731

@@ -53,7 +53,8 @@ def split_validation(train: Dataset, fraction: float, seed: int) -> tuple[Datase
     return train.subset(np.flatnonzero(~in_validation).tolist()), train.subset(np.flatnonzero(in_validation).tolist())
 
 
-def _limit(dataset: Dataset, limit: int, seed: int) -> Dataset:
+def sample_of(dataset: Dataset, limit: int, seed: int) -> Dataset:
+    """A seeded random ``limit`` items of ``dataset`` (all of it when ``limit`` is 0), in their order."""
     if not limit or len(dataset) <= limit:
         return dataset
     return dataset.subset(sorted(np.random.default_rng(seed).choice(len(dataset), limit, replace=False).tolist()))
@@ -91,8 +92,8 @@ def run(args: argparse.Namespace) -> Path:
         test = datasets.load(args.test_data)["test" if args.test_data.is_dir() or "tar" in args.test_data.name else "train"]
     if len(set(train_all.labels)) < 2:
         raise DataError(f"{source}: training data must hold both labels")
-    train_all = _limit(train_all, args.limit, args.seed)
-    test = _limit(test, args.limit, args.seed)
+    train_all = sample_of(train_all, args.limit, args.seed)
+    test = sample_of(test, args.limit, args.seed)
     train, validation = split_validation(train_all, args.validation_fraction, args.seed)
     log.info("data: %d train, %d validation (held-out groups), %d test", len(train), len(validation), len(test))
 
