@@ -169,6 +169,10 @@ class RequestQueue:
     def live_workers(self, ttl_s: float) -> int:
         return self.redis.zcount(self.workers_key, time.time() - ttl_s, "+inf")
 
+    def live_consumers(self, ttl_s: float) -> set[bytes]:
+        """Names of the workers that heartbeated within ``ttl_s``."""
+        return set(self.redis.zrangebyscore(self.workers_key, time.time() - ttl_s, "+inf"))
+
     # --- worker side -------------------------------------------------------------
 
     def ensure_group(self) -> None:
@@ -205,7 +209,7 @@ class RequestQueue:
             return []
         if not pending:
             return []
-        live = set(self.redis.zrangebyscore(self.workers_key, time.time() - live_ttl_s, "+inf"))
+        live = self.live_consumers(live_ttl_s)
         orphans = [p["message_id"] for p in pending if p["consumer"] not in live]
         if not orphans:
             return []
@@ -218,7 +222,7 @@ class RequestQueue:
 
     def forget_dead_consumers(self, live_ttl_s: float, idle_ms: int = 600_000) -> int:
         """Remove long-gone workers with nothing pending from the group (autoscaling leaves many)."""
-        live = set(self.redis.zrangebyscore(self.workers_key, time.time() - live_ttl_s, "+inf"))
+        live = self.live_consumers(live_ttl_s)
         removed = 0
         for info in self.redis.xinfo_consumers(self.stream, GROUP):
             name = info["name"] if isinstance(info["name"], bytes) else str(info["name"]).encode()

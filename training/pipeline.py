@@ -111,10 +111,11 @@ def run(args: argparse.Namespace) -> Path:
         embedding_init = pretrain_word2vec(train.texts + unlabeled, tokenizer, args.embedding_dim, args.word2vec_epochs, args.seed)
 
     # The linear model: the baseline to beat, and the teacher of --distill.
-    teacher = None if args.no_baseline and not args.distill else LinearModel(train.texts, train.labels)
+    distilling = bool(args.distill and unlabeled)
+    teacher = LinearModel(train.texts, train.labels) if distilling or not args.no_baseline else None
     train_sequences = [e.ids for e in tokenizer.encode_batch(train.texts)]
     train_targets: list[float] = list(train.labels)
-    if args.distill and unlabeled:
+    if distilling:
         chosen = np.random.default_rng(args.seed).permutation(len(unlabeled))[: args.distill]
         extra = [unlabeled[i] for i in chosen]
         train_sequences += [e.ids for e in tokenizer.encode_batch(extra)]
