@@ -39,7 +39,7 @@ def tiny_model_store(tmp_path_factory) -> Path:
     unlabeled.write_text("\n".join(synthetic.review(rng, i % 2 == 0) for i in range(300)), encoding="utf-8")
     store = root / "model_store"
     args = [
-        "--data", str(data), "--unlabeled", str(unlabeled), "--distill", "200", "--out", str(store), "--version", "1",
+        "--data", str(data), "--unlabeled", str(unlabeled), "--distill", "200", "--crops", "200", "--out", str(store), "--version", "1",
         "--vocab-size", "200", "--max-length", "48", "--embedding-dim", "16", "--lstm-units", "8",
         "--epochs", "8", "--patience", "3", "--batch-size", "32", "--learning-rate", "0.01", "--word2vec-epochs", "2",
     ]  # fmt: skip

@@ -22,7 +22,7 @@ SHORT_TEXTS = {
     "I want my money back.": "negative",
     "The worst book I have read this year.": "negative",
 }
-# Seen wrong by v1 (an idiom; product vocabulary it rarely met in movie reviews); README and model card list them.
+# Seen wrong by the committed model (an idiom; product vocabulary it rarely met in movie reviews); its model card lists them.
 KNOWN_MISSES = {"Broke after two days, do not buy.": "negative", "Two hours I will never get back.": "negative"}
 
 
@@ -84,7 +84,7 @@ def test_short_texts_served_end_to_end(served):
     assert labels_of(served, list(SHORT_TEXTS)) == list(SHORT_TEXTS.values())
 
 
-@pytest.mark.xfail(strict=True, reason="known limit of v1: product-review vocabulary (see MODEL_CARD.md)")
+@pytest.mark.xfail(strict=True, reason="known limit of the committed model: product-review vocabulary, idioms (see MODEL_CARD.md)")
 def test_known_misses(served):
     assert labels_of(served, list(KNOWN_MISSES)) == list(KNOWN_MISSES.values())
 

@@ -426,3 +426,20 @@ def test_cli_reports_bad_data_without_traceback(tmp_path: Path) -> None:
     assert len(errors) == 1, result.stderr
     assert re.match(r"error: " + re.escape(str(bad)) + r":3: unknown label 'maybe' \(", errors[0]), errors[0]
     assert not out.exists()
+
+
+def test_sentence_crops_are_runs_of_consecutive_whole_sentences() -> None:
+    from training.data import sentence_crops
+
+    texts = ["One. Two! Three? Four.<br /><br />Five.", "Alone"]
+    sentences = ["One.", "Two!", "Three?", "Four.", "Five."]
+    crops = sentence_crops(texts, 200, seed=3)
+    assert len(crops) == 200 and crops == sentence_crops(texts, 200, seed=3)
+    for crop in crops:
+        if crop == "Alone":
+            continue
+        parts = crop.split(" ")
+        assert 1 <= len(parts) <= 3, crop
+        start = sentences.index(parts[0])
+        assert parts == sentences[start : start + len(parts)], crop
+    assert {"Alone", "Five.", "One. Two! Three?"} <= set(crops)

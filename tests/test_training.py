@@ -90,6 +90,10 @@ def test_tiny_model_export_has_both_signatures_and_metadata(tiny_model_store):
         assert {"accuracy", "roc_auc", "f1", "ece"} <= set(meta["metrics"][split])
     # The synthetic task is easy: a model that learned nothing would sit near 0.5.
     assert meta["metrics"]["test"]["accuracy"] >= 0.9
+    assert meta["dataset"]["distilled"] == 200 and meta["dataset"]["crops"] == 200
+    assert meta["metrics"]["teacher_nb_trigram_logreg_test"]["accuracy"] >= 0.9
+    # Training accuracy counts soft (distilled) targets by their side of 0.5, so it is comparable to validation accuracy.
+    assert meta["history"]["accuracy"][-1] >= 0.8
 
 
 def test_tiny_model_learned_the_polarity_words(tiny_model_store):

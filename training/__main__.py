@@ -79,12 +79,18 @@ def parser() -> argparse.ArgumentParser:
         "--distill",
         type=int,
         default=50_000,
-        help="Also train on this many --unlabeled texts, with the linear baseline's probabilities as soft targets (0 = off).",
+        help="Also train on this many --unlabeled texts, with the linear teacher's probabilities as soft targets (0 = off). "
+        "The teacher: TF-IDF word 1-3-grams scaled by naive Bayes ratios + logistic regression.",
+    )
+    fit.add_argument(
+        "--crops",
+        type=int,
+        default=75_000,
+        help="Also train on this many runs of 1-3 sentences cut from --unlabeled texts, with the teacher's probabilities "
+        "as targets: short inputs, as callers send them (0 = off).",
     )
     fit.add_argument("--seed", type=int, default=1, help="Seed for splits, initialisation and shuffling.")
-    fit.add_argument(
-        "--no-baseline", action="store_true", help="Skip the TF-IDF + logistic regression baseline (unless --distill needs it)."
-    )
+    fit.add_argument("--no-baseline", action="store_true", help="Skip the TF-IDF bigram + logistic regression baseline.")
 
     out = p.add_argument_group("output")
     out.add_argument("--out", type=Path, default=Path("model_store"), help="Model store folder.")

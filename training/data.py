@@ -16,6 +16,8 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 LABEL_NAMES = ("negative", "positive")
 _LABELS = {
     "0": 0, "neg": 0, "negative": 0, "false": 0,
@@ -157,3 +159,23 @@ def load(path: Path) -> dict[str, Dataset]:
     if path.is_dir() or path.name.endswith((".tar.gz", ".tgz", ".tar")):
         return load_imdb(path)
     return {"train": load_table(path), "test": Dataset()}
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|<br\s*/?>", re.IGNORECASE)
+
+
+def sentence_crops(texts: list[str], count: int, seed: int, most_sentences: int = 3) -> list[str]:
+    """``count`` runs of 1 to ``most_sentences`` consecutive sentences cut from random ``texts``.
+
+    Callers send one-line comments as well as whole reviews; a model that only
+    ever saw ~230-word reviews learns little about what a single sentence says.
+    """
+    rng = np.random.default_rng(seed)
+    crops: list[str] = []
+    while len(crops) < count and texts:
+        sentences = [s.strip() for s in _SENTENCE_END.split(texts[rng.integers(len(texts))]) if s and s.strip()]
+        if sentences:
+            n = int(rng.integers(1, most_sentences + 1))
+            start = int(rng.integers(0, max(1, len(sentences) - n + 1)))
+            crops.append(" ".join(sentences[start : start + n]))
+    return crops

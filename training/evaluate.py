@@ -29,7 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, required=True, help="IMDB folder/.tar.gz (its test split is used) or a CSV/JSONL with text,label.")
     p.add_argument("--split", choices=("test", "train"), default="test", help="Which IMDB split to evaluate on.")
     p.add_argument("--limit", type=int, default=0, help="Evaluate on a random sample of this many texts; 0 = all.")
-    p.add_argument("--baseline", action="store_true", help="Also train and score the TF-IDF + logistic regression baseline (IMDB only).")
+    p.add_argument(
+        "--baseline",
+        action="store_true",
+        help="Also train and score the linear models: the TF-IDF bigram baseline and the NB-weighted 1-3-gram teacher.",
+    )
     p.add_argument("--truncation", action="store_true", help="Compare head+tail with head-only and tail-only truncation on the long texts.")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -41,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from service.tokenizer import Tokenizer
     from training import data as datasets
     from training.data import DataError
-    from training.metrics import classification_metrics, linear_baseline
+    from training.metrics import LinearModel, classification_metrics
     from training.pipeline import predict_sorted, sample_of
 
     try:
@@ -72,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
             p_long = predict_sorted(score, [e.ids for e in policy.encode_batch(texts)])
             report["truncation"][name] = classification_metrics(labels, p_long)["accuracy"] if long_ones else None
     if args.baseline:
-        report["baseline_tfidf_logreg"] = linear_baseline(splits["train"].texts, splits["train"].labels, data.texts, data.labels)
+        train = splits["train"]
+        report["baseline_tfidf_logreg"] = LinearModel(train.texts, train.labels).evaluate(data.texts, data.labels)
+        teacher = LinearModel.teacher(train.texts, train.labels)
+        report["teacher_nb_trigram_logreg"] = teacher.evaluate(data.texts, data.labels)
     print(json.dumps(report, indent=2))
     return 0
 

@@ -5,6 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 BASELINE = "baseline: TF-IDF bigrams + logistic regression, test"
+TEACHER = "teacher: NB-weighted TF-IDF 1-3-grams + logistic regression, test"
+
+# Short texts outside the training data's style (one sentence; products as well as films), scored into the card
+# at export so that every version shows how it does on them.
+PROBES = (
+    ("I loved this movie.", "positive"),
+    ("Terrible film, a complete waste of time.", "negative"),
+    ("Not bad at all.", "positive"),
+    ("Not good.", "negative"),
+    ("Two hours I will never get back.", "negative"),
+    ("I expected more from this director.", "negative"),
+    ("Works perfectly, highly recommend.", "positive"),
+    ("Broke after two days, do not buy.", "negative"),
+    ("The battery died within a week.", "negative"),
+    ("Arrived on time and does exactly what it says.", "positive"),
+)
 
 
 def _row(name: str, m: dict | None) -> str:
@@ -12,6 +28,19 @@ def _row(name: str, m: dict | None) -> str:
         return ""
     cells = [m.get(k) for k in ("n", "accuracy", "roc_auc", "f1", "ece", "log_loss")]
     return f"| {name} | " + " | ".join("" if c is None else str(c) for c in cells) + " |\n"
+
+
+def _probes(probes: list[dict]) -> str:
+    if not probes:
+        return ""
+    right = lambda p: (p["score"] >= 0.5) == (p["expected"] == "positive")  # noqa: E731
+    rows = "".join(f"| {p['text']} | {p['expected']} | {p['score']:.3f} | {'yes' if right(p) else '**no**'} |\n" for p in probes)
+    return f"""
+Short texts unlike the training reviews, scored by this version at export:
+
+| text | expected | score | right |
+|---|---|---|---|
+{rows}"""
 
 
 def write_model_card(path: Path, meta: dict) -> Path:
@@ -22,12 +51,22 @@ def write_model_card(path: Path, meta: dict) -> Path:
     extra = f" and {ds['unlabeled']}" if ds.get("unlabeled") else ""
     decay = ", cosine decay to a tenth" if hp.get("cosine_decay") else ""
     distilled = ""
-    if ds.get("distilled"):
+    if ds.get("distilled") or ds.get("crops"):
         distilled = (
-            f"\n- Distillation: {ds['distilled']} unlabelled reviews, each with the probability given by the linear baseline\n"
-            "  (TF-IDF word bigrams + logistic regression, fitted on the same training texts) as a soft target, beside the\n"
-            f"  labelled ones: more, and smoother, supervision than the {ds['train']} labelled reviews alone."
+            f"\n- Distillation: {ds['distilled']} unlabelled reviews and {ds.get('crops', 0)} runs of 1 to 3 sentences cut from them,\n"
+            "  each with the probability given by a linear teacher (TF-IDF word 1-3-grams scaled by naive Bayes ratios +\n"
+            "  logistic regression, fitted on the same training texts) as a soft target, beside the labelled reviews: more,\n"
+            f"  and smoother, supervision than the {ds['train']} labelled reviews alone, and short texts as callers send them."
         )
+    metric_rows = "".join(
+        _row(name, ev.get(key))
+        for name, key in (
+            ("validation", "validation"),
+            ("test", "test"),
+            (BASELINE, "baseline_tfidf_logreg_test"),
+            (TEACHER, "teacher_nb_trigram_logreg_test"),
+        )
+    )
     card = f"""# {meta["name"]} v{meta["version"]} — model card
 
 Binary sentiment (negative / positive) of English review text. Output: the
@@ -55,7 +94,7 @@ more) on a 2-core CPU, TensorFlow {meta["tensorflow_version"]}, Keras {meta["ker
 ## Metrics
 | split | n | accuracy | ROC AUC | F1 | ECE | log loss |
 |---|---|---|---|---|---|---|
-{_row("validation", ev.get("validation"))}{_row("test", ev.get("test"))}{_row(BASELINE, ev.get("baseline_tfidf_logreg_test"))}
+{metric_rows}
 ECE: expected calibration error over 15 confidence bins.
 
 ## Intended use and limits
@@ -63,13 +102,12 @@ ECE: expected calibration error over 15 confidence bins.
   a caller thresholds.
 - Language: English only; other languages mostly map to out-of-vocabulary ids and get near-neutral, meaningless scores.
 - Domain: trained on movie reviews; product reviews share most of the vocabulary of opinion but domain words
-  ("battery", "shipping", "broke") are weaker signals: short product complaints without opinion words from film
-  reviews can come out positive ("Broke after two days, do not buy." does, in v1), and so can idioms ("Two hours I will
-  never get back."). Sarcasm, mixed reviews and comparisons ("better than X") are common errors.
-- Length: texts over {tok["max_length"]} tokens lose their middle; the response says so (`truncated`). Very short texts
-  (a few words) are scored, but the model learned from reviews of ~230 words on average.
+  ("battery", "shipping", "broke") are weak signals, so short product complaints without the opinion words of film
+  reviews can be missed. Sarcasm, mixed reviews and comparisons ("better than X") are common errors.
+- Length: texts over {tok["max_length"]} tokens lose their middle; the response says so (`truncated`). Short texts are
+  scored, but most of what the model learned came from reviews of ~230 words on average.
 - Not for decisions about people; the IMDB data carries the biases of its reviewers.
-"""
+{_probes(meta.get("probes", []))}"""
     target = path / "MODEL_CARD.md"
     target.write_text(card, encoding="utf-8")
     return target

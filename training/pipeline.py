@@ -21,6 +21,7 @@ from service.tokenizer import SCHEME, Tokenizer
 from training import data as datasets
 from training.data import LABEL_NAMES, DataError, Dataset
 from training.model import Architecture, BucketedBatches, build_model, pad
+from training.model_card import PROBES, write_model_card
 
 log = logging.getLogger("training")
 
@@ -76,6 +77,11 @@ def predict_probabilities(model: keras.Model, tokenizer: Tokenizer, texts: list[
     return predict_sorted(score, [e.ids for e in tokenizer.encode_batch(texts)])
 
 
+def same_side(targets: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
+    """1 where target and prediction fall on the same side of 0.5: accuracy that also works for soft targets."""
+    return tf.cast(tf.equal(tf.reshape(targets, [-1]) >= 0.5, tf.reshape(probabilities, [-1]) >= 0.5), tf.float32)
+
+
 def run(args: argparse.Namespace) -> Path:
     from training.metrics import LinearModel, classification_metrics
 
@@ -110,17 +116,24 @@ def run(args: argparse.Namespace) -> Path:
 
         embedding_init = pretrain_word2vec(train.texts + unlabeled, tokenizer, args.embedding_dim, args.word2vec_epochs, args.seed)
 
-    # The linear model: the baseline to beat, and the teacher of --distill.
-    distilling = bool(args.distill and unlabeled)
-    teacher = LinearModel(train.texts, train.labels) if distilling or not args.no_baseline else None
+    # Linear models: the bigram baseline to beat, and the stronger NB-weighted trigram teacher of --distill/--crops.
+    baseline = None if args.no_baseline else LinearModel(train.texts, train.labels)
+    teacher = LinearModel.teacher(train.texts, train.labels) if unlabeled and (args.distill or args.crops) else None
     train_sequences = [e.ids for e in tokenizer.encode_batch(train.texts)]
     train_targets: list[float] = list(train.labels)
-    if distilling:
-        chosen = np.random.default_rng(args.seed).permutation(len(unlabeled))[: args.distill]
-        extra = [unlabeled[i] for i in chosen]
-        train_sequences += [e.ids for e in tokenizer.encode_batch(extra)]
-        train_targets += teacher.predict_proba(extra).tolist()
-        log.info("distillation: %d unlabelled texts with the linear teacher's probabilities as targets", len(extra))
+    distilled, crops = [], []
+    if teacher is not None:
+        from training.data import sentence_crops
+
+        distilled = [unlabeled[i] for i in np.random.default_rng(args.seed).permutation(len(unlabeled))[: args.distill]]
+        crops = sentence_crops(unlabeled, args.crops, args.seed)
+        train_sequences += [e.ids for e in tokenizer.encode_batch(distilled + crops)]
+        train_targets += teacher.predict_proba(distilled + crops).tolist()
+        log.info(
+            "distillation: %d unlabelled texts, %d runs of 1-3 of their sentences; the teacher's probabilities as targets",
+            len(distilled),
+            len(crops),
+        )
 
     arch = Architecture(tokenizer.vocab_size, args.embedding_dim, args.lstm_units, args.bidirectional, args.dropout, pooling=args.pooling)
     model = build_model(arch, embedding_init)
@@ -128,12 +141,12 @@ def run(args: argparse.Namespace) -> Path:
     if args.cosine_decay:  # from the full rate down to a tenth, over all the epochs' steps
         steps = args.epochs * -(-len(train_sequences) // args.batch_size)
         learning_rate = keras.optimizers.schedules.CosineDecay(args.learning_rate, decay_steps=steps, alpha=0.1)
-    # With soft targets (--distill), the training "accuracy" is not meaningful; validation accuracy is.
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy", metrics=["accuracy"])
+    accuracy = keras.metrics.MeanMetricWrapper(same_side, name="accuracy")  # soft targets count by the side of 0.5 they are on
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy", metrics=[accuracy])
     train_batches = BucketedBatches(train_sequences, train_targets, args.batch_size, shuffle=True, seed=args.seed)
     validation_sequences = [e.ids for e in tokenizer.encode_batch(validation.texts)]
     validation_batches = BucketedBatches(validation_sequences, validation.labels, 256, shuffle=False, seed=args.seed)
-    stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=args.patience, restore_best_weights=True)
+    stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=args.patience, restore_best_weights=True)
     history = model.fit(
         train_batches.dataset(),
         validation_data=validation_batches.dataset(),
@@ -147,13 +160,17 @@ def run(args: argparse.Namespace) -> Path:
     evaluation = {"validation": classification_metrics(validation.labels, predict_probabilities(model, tokenizer, validation.texts))}
     if len(test):
         evaluation["test"] = classification_metrics(test.labels, predict_probabilities(model, tokenizer, test.texts))
-        if teacher is not None:  # trained on the same texts as the LSTM (validation held out)
-            evaluation["baseline_tfidf_logreg_test"] = teacher.evaluate(test.texts, test.labels)
+        # Both linear models were trained on the same texts as the LSTM (validation held out).
+        if baseline is not None:
+            evaluation["baseline_tfidf_logreg_test"] = baseline.evaluate(test.texts, test.labels)
+        if teacher is not None:
+            evaluation["teacher_nb_trigram_logreg_test"] = teacher.evaluate(test.texts, test.labels)
     for name, values in evaluation.items():
         log.info("%s: %s", name, values)
+    probe_scores = predict_probabilities(model, tokenizer, [text for text, _ in PROBES])
+    probes = [{"text": t, "expected": e, "score": round(float(s), 4)} for (t, e), s in zip(PROBES, probe_scores, strict=True)]
 
     from training.export import export, next_version
-    from training.model_card import write_model_card
 
     model_dir = args.out / args.name
     version = args.version or next_version(model_dir)
@@ -168,7 +185,8 @@ def run(args: argparse.Namespace) -> Path:
             "validation": len(validation),
             "test": len(test),
             "unlabeled": str(args.unlabeled) if args.unlabeled else None,
-            "distilled": len(train_targets) - len(train),
+            "distilled": len(distilled),
+            "crops": len(crops),
         },
         "label_names": list(LABEL_NAMES),
         "decision_threshold": 0.5,
@@ -182,6 +200,7 @@ def run(args: argparse.Namespace) -> Path:
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
         "metrics": evaluation,
+        "probes": probes,
     }
     path = export(model, tokenizer, model_dir / str(version), metadata)
     write_model_card(path, metadata)
