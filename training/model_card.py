@@ -33,8 +33,10 @@ def _row(name: str, m: dict | None) -> str:
 def _probes(probes: list[dict]) -> str:
     if not probes:
         return ""
-    right = lambda p: (p["score"] >= 0.5) == (p["expected"] == "positive")  # noqa: E731
-    rows = "".join(f"| {p['text']} | {p['expected']} | {p['score']:.3f} | {'yes' if right(p) else '**no**'} |\n" for p in probes)
+    rows = ""
+    for p in probes:
+        right = (p["score"] >= 0.5) == (p["expected"] == "positive")
+        rows += f"| {p['text']} | {p['expected']} | {p['score']:.3f} | {'yes' if right else '**no**'} |\n"
     return f"""
 Short texts unlike the training reviews, scored by this version at export:
 
