@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from service.tokenizer import SCHEME, Tokenizer
 from training import data as datasets
-from training.data import LABEL_NAMES, DataError, Dataset
+from training.data import LABEL_NAMES, DataError, Dataset, sentence_crops
 from training.model import Architecture, BucketedBatches, build_model, pad
 from training.model_card import PROBES, write_model_card
 
@@ -123,8 +123,6 @@ def run(args: argparse.Namespace) -> Path:
     train_targets: list[float] = list(train.labels)
     distilled, crops = [], []
     if teacher is not None:
-        from training.data import sentence_crops
-
         distilled = [unlabeled[i] for i in np.random.default_rng(args.seed).permutation(len(unlabeled))[: args.distill]]
         crops = sentence_crops(unlabeled, args.crops, args.seed)
         train_sequences += [e.ids for e in tokenizer.encode_batch(distilled + crops)]
