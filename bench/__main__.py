@@ -3,8 +3,11 @@
 Both run on this machine at the same time (idle while the other is measured),
 with the committed model, and are loaded in turn by ``wrk`` with real IMDB test
 reviews at the same concurrency; each round measures both, and the table reports
-every round, the medians and the ratio. Also: the model alone (reviews/s at
-batch 1 and 128) and the tokenizer (time to encode a review).
+every round, the medians and the ratio. Each round also reads, from ``/proc``,
+the CPU time every process of each design used: on a machine where all of it
+competes for the same cores, CPU per request is what bounds the ratio. Also: the
+model alone (reviews/s and CPU per review at batch 1 and 128) and the tokenizer
+(time to encode a review).
 """
 
 from __future__ import annotations
@@ -48,6 +51,55 @@ def wait_ready(url: str, timeout_s: float = 180, body: bytes | None = None) -> N
             pass
         time.sleep(0.5)
     raise SystemExit(f"{url} not ready after {timeout_s}s")
+
+
+def process_roles(root: int) -> dict[int, str]:
+    """``root`` and its descendants (Linux ``/proc``), each named by its role in the design."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    roles, todo = {}, [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        try:
+            command = (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        roles[pid] = next((role for needle, role in CPU_ROLES if needle in command), "other")
+    return roles
+
+
+CPU_ROLES = (("service.worker", "worker"), ("redis-server", "redis"), ("gunicorn", "api"))
+
+
+def cpu_seconds(roles: dict[int, str]) -> dict[str, float]:
+    """CPU time (user + system) used so far by each role's processes."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = {}
+    for pid, role in roles.items():
+        try:
+            fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        used[role] = used.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return used
+
+
+def measure(root: int, port: int, args, bodies: Path) -> dict:
+    """One ``wrk`` run, plus the CPU milliseconds per request of each of the design's processes."""
+    roles = process_roles(root)
+    before = cpu_seconds(roles)
+    result = run_wrk(port, args.connections, args.seconds, bodies, args.wrk_threads)
+    after = cpu_seconds(roles)
+    requests = max(result["requests"], 1)
+    result["cpu_ms"] = {role: 1000 * (after.get(role, 0.0) - used) / requests for role, used in before.items()}
+    return result
 
 
 def run_wrk(port: int, connections: int, seconds: int, bodies: Path, threads: int) -> dict:
@@ -94,10 +146,11 @@ def model_alone(texts: list[str]) -> dict:
     for batch in (1, 128):
         sequences = [e.ids for e in encoded]
         n = 200 if batch == 1 else 2048
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         for start in range(0, n, batch):
             model.predict(sequences[start % len(sequences) : start % len(sequences) + batch])
         out[f"reviews_per_s_batch_{batch}"] = n / (time.perf_counter() - started)
+        out[f"cpu_ms_per_review_batch_{batch}"] = 1000 * (time.process_time() - cpu_started) / n
     return out
 
 
@@ -141,8 +194,8 @@ def main() -> int:
         for port in (naive_port, ours_port):  # warm both up
             run_wrk(port, args.connections, 5, bodies, args.wrk_threads)
         for _ in range(args.rounds):
-            for name, port in (("naive", naive_port), ("service", ours_port)):
-                results[name].append(run_wrk(port, args.connections, args.seconds, bodies, args.wrk_threads))
+            for name, port, process in (("naive", naive_port, naive), ("service", ours_port, ours)):
+                results[name].append(measure(process.pid, port, args, bodies))
                 print(name, json.dumps(results[name][-1]), flush=True)  # noqa: T201
     finally:
         for process in (ours, naive):
@@ -179,8 +232,20 @@ def report(results: dict[str, list[dict]], alone: dict, args) -> str:
         f"Throughput ratio (service / naive, median of per-round ratios): **{ratio:.2f}x**; p99 ratio: {p99_ratio:.2f}.",
         "",
         f"Model alone: {alone['reviews_per_s_batch_1']:.0f} reviews/s at batch 1, {alone['reviews_per_s_batch_128']:.0f} at batch 128; "
+        f"CPU per review {alone['cpu_ms_per_review_batch_1']:.1f} ms at batch 1, "
+        f"{alone['cpu_ms_per_review_batch_128']:.1f} ms at batch 128; "
         f"tokenizer: {alone['encode_us_per_review']:.0f} us per review.",
+        "",
+        "CPU per request (ms, median of rounds; the naive design's model runs in its API processes; "
+        "the load generator's own CPU is not counted):",
+        "",
+        "| design | api | worker | redis | total |",
+        "|---|---|---|---|---|",
     ]
+    for name, label in (("naive", "naive"), ("service", "this service")):
+        cpu = {role: statistics.median(r["cpu_ms"].get(role, 0.0) for r in results[name]) for role in ("api", "worker", "redis")}
+        cells = " | ".join(f"{cpu[role]:.2f}" if cpu[role] else "-" for role in ("api", "worker", "redis"))
+        lines.append(f"| {label} | {cells} | {sum(cpu.values()):.2f} |")
     return "\n".join(lines)
 
 
