@@ -53,13 +53,21 @@ def wait_ready(url: str, timeout_s: float = 180, body: bytes | None = None) -> N
     raise SystemExit(f"{url} not ready after {timeout_s}s")
 
 
+CPU_ROLES = (("service.worker", "worker"), ("redis-server", "redis"), ("gunicorn", "api"))
+
+
+def stat_fields(pid: int) -> list[str]:
+    """``/proc/<pid>/stat`` after the command name (which may hold spaces): state, ppid, ..., utime, stime, ..."""
+    return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+
+
 def process_roles(root: int) -> dict[int, str]:
     """``root`` and its descendants (Linux ``/proc``), each named by its role in the design."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                parent = int(stat_fields(int(entry.name))[1])
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(parent, []).append(int(entry.name))
@@ -75,16 +83,13 @@ def process_roles(root: int) -> dict[int, str]:
     return roles
 
 
-CPU_ROLES = (("service.worker", "worker"), ("redis-server", "redis"), ("gunicorn", "api"))
-
-
 def cpu_seconds(roles: dict[int, str]) -> dict[str, float]:
     """CPU time (user + system) used so far by each role's processes."""
     ticks = os.sysconf("SC_CLK_TCK")
     used: dict[str, float] = {}
     for pid, role in roles.items():
         try:
-            fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+            fields = stat_fields(pid)
         except OSError:
             continue
         used[role] = used.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
