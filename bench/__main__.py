@@ -247,9 +247,10 @@ def report(results: dict[str, list[dict]], alone: dict, args) -> str:
         "| design | api | worker | redis | total |",
         "|---|---|---|---|---|",
     ]
+    columns = ("api", "worker", "redis")
     for name, label in (("naive", "naive"), ("service", "this service")):
-        cpu = {role: statistics.median(r["cpu_ms"].get(role, 0.0) for r in results[name]) for role in ("api", "worker", "redis")}
-        cells = " | ".join(f"{cpu[role]:.2f}" if cpu[role] else "-" for role in ("api", "worker", "redis"))
+        cpu = {role: statistics.median(r["cpu_ms"].get(role, 0.0) for r in results[name]) for role in columns}
+        cells = " | ".join(f"{cpu[role]:.2f}" if cpu[role] else "-" for role in columns)
         lines.append(f"| {label} | {cells} | {sum(cpu.values()):.2f} |")
     return "\n".join(lines)
 
