@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.tokenizer import Tokenizer
+from service.tokenizer import LongTextPolicy, Tokenizer
 
 
 class ModelNotFound(RuntimeError):
@@ -34,8 +34,22 @@ class ModelVersion:
         negative, positive = self.metadata.get("label_names", ["negative", "positive"])
         return negative, positive
 
-    def load_tokenizer(self) -> Tokenizer:
-        return Tokenizer.load(self.path / "assets")
+    @property
+    def explains(self) -> bool:
+        """Whether the version has a signature that splits a score over the tokens (``"explain": true``)."""
+        return bool(self.metadata.get("serving", {}).get("explain_signature"))
+
+    @property
+    def long_texts(self) -> LongTextPolicy:
+        """How this version reads long texts (versions before windows: head+tail at the tokenizer's length)."""
+        recorded = self.metadata.get("long_texts")
+        if recorded:
+            return LongTextPolicy.from_metadata(recorded)
+        return LongTextPolicy("head_tail", int(self.metadata.get("tokenizer", {}).get("max_length", 400)))
+
+    def load_tokenizer(self, long_texts: LongTextPolicy | None = None) -> Tokenizer:
+        """The vocabulary and truncation of ``assets/``, reading long texts by ``long_texts`` (default: the version's own)."""
+        return Tokenizer.load(self.path / "assets").with_policy(long_texts or self.long_texts)
 
 
 def is_complete(path: Path) -> bool:

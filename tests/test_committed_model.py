@@ -31,7 +31,21 @@ def committed():
     return resolve(COMMITTED_MODEL_DIR)
 
 
-def test_metadata_and_size(committed):
+def expected_weights(meta: dict) -> int:
+    """Floats an export of this architecture stores: the network's parameters, plus the fused serving graph's copy of them
+    (gate tables: input projection and bias folded into the embedding, one per direction; recurrent and dense kernels)."""
+    arch = meta["architecture"]
+    directions = 2 if arch["bidirectional"] else 1
+    vocab, dim, units = arch["vocab_size"], arch["embedding_dim"], arch["lstm_units"]
+    network = vocab * dim + directions * (dim * 4 * units + units * 4 * units + 4 * units) + directions * units + 1
+    if meta.get("serving", {}).get("graph") != "fused-xla":
+        return network
+    return network + directions * (vocab * 4 * units + units * 4 * units) + directions * units + 1
+
+
+@pytest.mark.parametrize("version", sorted(int(p.name) for p in COMMITTED_MODEL_DIR.glob("[0-9]*") if p.is_dir()))
+def test_metadata_and_size(version):
+    committed = resolve(COMMITTED_MODEL_DIR, version)
     meta = committed.metadata
     assert meta["name"] == "sentiment" and meta["version"] == committed.version
     assert meta["metrics"]["test"]["n"] == 25_000 and meta["metrics"]["test"]["accuracy"] >= 0.89
@@ -39,8 +53,11 @@ def test_metadata_and_size(committed):
     for key in ("roc_auc", "f1", "ece"):
         assert key in meta["metrics"]["test"]
     assert "baseline_tfidf_logreg_test" in meta["metrics"]
-    size = sum(f.stat().st_size for f in committed.path.rglob("*") if f.is_file())
-    assert size < 40 * 2**20, size
+    # The weights as float32, once each: optimizer state, a second copy or weights frozen into the graph would break this.
+    weights = sum(f.stat().st_size for f in (committed.path / "variables").iterdir())
+    assert abs(weights - 4 * expected_weights(meta)) < 0.01 * 4 * expected_weights(meta), (weights, 4 * expected_weights(meta))
+    rest = sum(f.stat().st_size for f in committed.path.rglob("*") if f.is_file() and f.parent.name != "variables")
+    assert rest < 2 * 2**20, rest  # graph, vocabulary, metadata, model card
     assert (committed.path / "MODEL_CARD.md").read_text().count("|") > 20
     assert json.loads((committed.path / "assets" / "tokenizer.json").read_text())["vocab_size"] == meta["vocab_size"]
 
@@ -50,16 +67,18 @@ def test_accuracy_on_2000_imdb_test_reviews(committed):
     import tensorflow as tf
 
     from training.data import load
+    from training.long_texts import score_texts
     from training.pipeline import predict_sorted
 
     test = load(IMDB_ARCHIVE)["test"]
     pick = np.random.default_rng(0).choice(len(test), 2000, replace=False)
     texts, labels = [test.texts[i] for i in pick], np.array([test.labels[i] for i in pick])
     serve = tf.saved_model.load(str(committed.path)).signatures["serving_default"]
-    tokenizer = committed.load_tokenizer()
-    probabilities = predict_sorted(
-        lambda ids: serve(token_ids=tf.constant(ids))["probability"].numpy(), [e.ids for e in tokenizer.encode_batch(texts)]
-    )
+
+    def score(sequences):
+        return predict_sorted(lambda ids: serve(token_ids=tf.constant(ids))["probability"].numpy(), sequences)
+
+    probabilities, _ = score_texts(score, committed.load_tokenizer(), texts)  # long texts read as the version serves them
     accuracy = float(((probabilities >= 0.5) == labels).mean())
     assert accuracy >= 0.88, accuracy
 
@@ -89,7 +108,12 @@ def test_known_misses(served):
     assert labels_of(served, list(KNOWN_MISSES)) == list(KNOWN_MISSES.values())
 
 
-def test_long_review_is_truncated_not_refused(served):
+def test_long_reviews_are_read_whole_in_windows_up_to_the_bound(served, committed):
+    policy = committed.long_texts
+    assert (policy.kind, policy.window, policy.max_windows) == ("windows", 400, 16)
     long_review = " ".join(["The first half drags and the dialogue is clumsy."] * 40 + ["But the ending is superb, I loved it."] * 50)
     [prediction] = served.predict({"text": long_review}).json()["predictions"]
-    assert prediction["truncated"] is True and prediction["tokens"] > 700
+    assert prediction["truncated"] is False and prediction["tokens"] == 760 and prediction["windows"] == 2
+    huge = "A fine film with a superb cast. " * 1100  # 7,700 tokens: past 16 windows of 400
+    [prediction] = served.predict({"text": huge}).json()["predictions"]
+    assert prediction["truncated"] is True and prediction["tokens"] == 7700 and prediction["windows"] == 16

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from training.data import DataError
+from training.long_texts import add_long_text_arguments
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -91,6 +92,8 @@ def parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("--seed", type=int, default=1, help="Seed for splits, initialisation and shuffling.")
     fit.add_argument("--no-baseline", action="store_true", help="Skip the TF-IDF bigram + logistic regression baseline.")
+
+    add_long_text_arguments(p)
 
     out = p.add_argument_group("output")
     out.add_argument("--out", type=Path, default=Path("model_store"), help="Model store folder.")

@@ -1,8 +1,11 @@
 """``python -m training.evaluate``: metrics of an exported model on a data set.
 
 Loads the artifact the way a server does (``tf.saved_model.load``, signature
-``serving_default``, the tokenizer from its ``assets/``), so it measures what
-production serves.
+``serving_default``, the tokenizer from its ``assets/``, long texts read by the
+version's own policy), so it measures what production serves. ``--long-texts``
+compares the ways of reading long texts side by side (`training.long_texts`);
+run it on ``--split validation`` (the version's own held-out training groups)
+to choose one, and on the test split to report it.
 """
 
 from __future__ import annotations
@@ -27,14 +30,19 @@ def main(argv: list[str] | None = None) -> int:
         "--model", type=Path, default=None, help="Exported version folder (default: highest version under model_store/sentiment)."
     )
     p.add_argument("--data", type=Path, required=True, help="IMDB folder/.tar.gz (its test split is used) or a CSV/JSONL with text,label.")
-    p.add_argument("--split", choices=("test", "train"), default="test", help="Which IMDB split to evaluate on.")
+    p.add_argument(
+        "--split",
+        choices=("test", "validation", "train"),
+        default="test",
+        help="Which split: test, or validation (the groups the version held out of its training data: choose policies here).",
+    )
     p.add_argument("--limit", type=int, default=0, help="Evaluate on a random sample of this many texts; 0 = all.")
     p.add_argument(
         "--baseline",
         action="store_true",
         help="Also train and score the linear models: the TF-IDF bigram baseline and the NB-weighted 1-3-gram teacher.",
     )
-    p.add_argument("--truncation", action="store_true", help="Compare head+tail with head-only and tail-only truncation on the long texts.")
+    p.add_argument("--long-texts", action="store_true", help="Compare the ways of reading long texts (head+tail, windows, whole).")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -42,11 +50,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from service.config import ROOT
     from service.model_store import resolve
-    from service.tokenizer import Tokenizer
     from training import data as datasets
     from training.data import DataError
+    from training.long_texts import compare_policies, score_texts
     from training.metrics import LinearModel, classification_metrics
-    from training.pipeline import predict_sorted, sample_of
+    from training.pipeline import predict_sorted, sample_of, split_validation
 
     try:
         version = resolve(args.model.parent, int(args.model.name)) if args.model else resolve(ROOT / "model_store" / "sentiment")
@@ -54,27 +62,29 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    data = splits[args.split] if len(splits[args.split]) else splits["train"]
+    if args.split == "validation":
+        hp = version.metadata["hyperparameters"]
+        training = sample_of(splits["train"], hp.get("limit", 0), hp["seed"])
+        data = split_validation(training, hp["validation_fraction"], hp["seed"])[1]
+    else:
+        data = splits[args.split] if len(splits[args.split]) else splits["train"]
     data = sample_of(data, args.limit, seed=0)
+    tf.config.threading.set_intra_op_parallelism_threads(1)  # the compiled graph is cheapest so (README, Speed)
     tokenizer = version.load_tokenizer()
     serve = tf.saved_model.load(str(version.path)).signatures["serving_default"]
-    score = lambda ids: serve(token_ids=tf.constant(ids))["probability"].numpy()  # noqa: E731
-    probabilities = predict_sorted(score, [e.ids for e in tokenizer.encode_batch(data.texts)])
+
+    def score(sequences: list[list[int]]):
+        return predict_sorted(lambda ids: serve(token_ids=tf.constant(ids))["probability"].numpy(), sequences)
+
+    probabilities, _ = score_texts(score, tokenizer, data.texts)
     report = {
         "model": f"{version.name} v{version.version}",
-        "data": str(args.data),
+        "data": f"{args.data} ({args.split} split, {len(data)} texts)",
+        "long_texts": tokenizer.long_texts.as_metadata(),
         "metrics": classification_metrics(data.labels, probabilities),
     }
-
-    if args.truncation:
-        long_ones = [i for i, e in enumerate(tokenizer.encode_batch(data.texts)) if e.truncated]
-        labels = [data.labels[i] for i in long_ones]
-        texts = [data.texts[i] for i in long_ones]
-        report["truncation"] = {"long_texts": len(long_ones)}
-        for name, head in (("head+tail", tokenizer.head_length), ("head only", tokenizer.max_length), ("tail only", 0)):
-            policy = Tokenizer(tokenizer.vocabulary, tokenizer.max_length, head)
-            p_long = predict_sorted(score, [e.ids for e in policy.encode_batch(texts)])
-            report["truncation"][name] = classification_metrics(labels, p_long)["accuracy"] if long_ones else None
+    if args.long_texts:
+        report["long_text_policies"] = compare_policies(score, tokenizer, data.texts, data.labels, long_over=400)
     if args.baseline:
         train = splits["train"]
         report["baseline_tfidf_logreg"] = LinearModel(train.texts, train.labels).evaluate(data.texts, data.labels)

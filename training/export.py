@@ -1,36 +1,88 @@
-"""Write a trained network as a TensorFlow Serving SavedModel with two signatures.
+"""Write a trained network as a TensorFlow Serving SavedModel with three signatures.
 
-* ``serving_default``: int32 token ids ``[batch, time]`` (0 = padding) →
-  ``probability`` float32 ``[batch]``. The inference workers call this one.
+* ``serving_default``: int32 token ids ``[batch, time]`` (right-padded with 0)
+  → ``probability`` float32 ``[batch]``, through the fused XLA graph of
+  `training.serving_graph` (the Keras graph for a model it does not cover). What
+  inference workers on a CPU call.
+* ``serving_gpu``: the same through Keras' cuDNN LSTM (``CudnnRNNV3``): what a
+  worker on a GPU calls. It only runs where there is a GPU; the artifact still
+  loads, and its other signatures run, without one.
 * ``predict_text``: strings ``[batch]`` → ``probability`` (plus the ``token_ids``
-  and ``n_tokens`` it computed), the tokenizer rebuilt from TensorFlow string
-  ops so that the artifact alone serves raw text (TensorFlow Serving,
-  ``tf.saved_model.load``).
+  it read, ``n_tokens`` and the ``windows`` it read them in), the tokenizer and
+  the long-text policy (`service.tokenizer.LongTextPolicy`: windows scored side
+  by side, their scores combined) rebuilt from TensorFlow ops, so that the
+  artifact alone serves raw text exactly as the service does (TensorFlow
+  Serving, ``tf.saved_model.load``); scored by ``serving_default``'s graph.
+
+``metadata.json`` gets a ``serving`` entry saying which signature is for which
+device, and the shapes the CPU graph compiles for (the worker compiles them all
+before it takes traffic), and the ``long_texts`` policy.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
+import logging
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from service import tokenizer as tk
+from training.serving_graph import DEFAULT_BATCH_BUCKETS, FusedLSTM, UnsupportedModel
+from training.signatures import describe_signatures
+
+log = logging.getLogger(__name__)
+
+CPU_SIGNATURE = "serving_default"
+GPU_SIGNATURE = "serving_gpu"
+EXPLAIN_SIGNATURE = "explain"
 
 TOKEN_IDS_SPEC = tf.TensorSpec([None, None], tf.int32, name="token_ids")
 TEXTS_SPEC = tf.TensorSpec([None], tf.string, name="texts")
 
 
-class SentimentModule(tf.Module):
-    """What gets saved: the network, the vocabulary table and the tokenizer config."""
+@contextlib.contextmanager
+def keras_cudnn(enabled: bool) -> Iterator[None]:
+    """Make Keras trace its LSTMs with (or without) cuDNN, whatever devices this machine has.
 
-    def __init__(self, model: keras.Model, tokenizer: tk.Tokenizer, asset_dir: Path):
+    Keras 3's TensorFlow backend chooses at trace time: ``LSTM.inner_loop`` calls
+    ``keras/src/backend/tensorflow/rnn.py::lstm``, which takes the ``CudnnRNNV3``
+    path only if ``cudnn_ok`` → ``_is_gpu_available()`` (a logical GPU exists
+    now). A graph traced on a CPU-only machine has no cuDNN path at all, and one
+    traced on a GPU machine has nothing else (``CudnnRNNV3`` has no CPU kernel).
+    So the answer is forced while one signature is traced. ``_is_gpu_available``
+    is private: keras is pinned in requirements.txt, and
+    tests/test_serving_graph.py checks which signature holds ``CudnnRNNV3``.
+    """
+    rnn = importlib.import_module("keras.src.backend.tensorflow.rnn")  # the module: the package also exports a function `rnn`
+    original = rnn._is_gpu_available
+    rnn._is_gpu_available = lambda: enabled
+    try:
+        yield
+    finally:
+        rnn._is_gpu_available = original
+
+
+class SentimentModule(tf.Module):
+    """What gets saved: the network, its fused CPU graph, the vocabulary table and the tokenizer config."""
+
+    def __init__(self, model: keras.Model, tokenizer: tk.Tokenizer, asset_dir: Path, batch_buckets=DEFAULT_BATCH_BUCKETS):
         super().__init__(name="sentiment")
         tokenizer.save(asset_dir)
+        self.long_texts = tokenizer.long_texts
         self.model = model
+        try:
+            self.fused = FusedLSTM(model, tokenizer.max_length, batch_buckets)
+        except UnsupportedModel as exc:
+            log.warning("serving_default falls back to the Keras graph: %s", exc)
+            self.fused = None
         self.max_length = tokenizer.max_length
         self.head_length = tokenizer.head_length
         self.vocab_asset = tf.saved_model.Asset(str(asset_dir / tk.VOCAB_FILE))
@@ -46,41 +98,113 @@ class SentimentModule(tf.Module):
 
     @tf.function(input_signature=[TOKEN_IDS_SPEC])
     def serve_ids(self, token_ids: tf.Tensor) -> dict[str, tf.Tensor]:
+        if self.fused is not None:
+            return {"probability": self.fused.serve(token_ids)}
+        with keras_cudnn(False):
+            return self.serve_keras(token_ids)
+
+    @tf.function(input_signature=[TOKEN_IDS_SPEC])
+    def explain(self, token_ids: tf.Tensor) -> dict[str, tf.Tensor]:
+        """``probability``, ``logit`` and ``contributions`` ``[batch, time]``: gradient × input of each token's word
+        vector (how much, to first order, the token's presence adds to the logit; 0 on padding), from the fused loop."""
+        probability, logit, contributions = self.fused.serve_explanation(token_ids)
+        return {"probability": probability, "logit": logit, "contributions": contributions}
+
+    @tf.function(input_signature=[TOKEN_IDS_SPEC])
+    def serve_gpu(self, token_ids: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Keras' graph; traced under ``keras_cudnn(True)`` by `export` (cuDNN needs right-padded ids, as the tokenizer gives)."""
+        return self.serve_keras(token_ids)
+
+    def serve_keras(self, token_ids: tf.Tensor) -> dict[str, tf.Tensor]:
         probability = self.model(token_ids, training=False)
         return {"probability": tf.reshape(tf.cast(probability, tf.float32), [-1])}
 
+    def serving_metadata(self) -> dict:
+        """What a worker needs to know about the signatures: ``metadata.json``'s ``serving`` entry."""
+        signatures = {"cpu": CPU_SIGNATURE, "gpu": GPU_SIGNATURE}
+        if self.fused is None:
+            return {"graph": "keras", "max_length": self.max_length, "signatures": signatures}
+        described = {
+            "graph": "fused-xla",
+            "max_length": self.max_length,
+            "batch_buckets": list(self.fused.batch_buckets),
+            "signatures": signatures,
+        }
+        described["explain_signature"] = EXPLAIN_SIGNATURE
+        return described
+
     @tf.function(input_signature=[TEXTS_SPEC])
     def predict_text(self, texts: tf.Tensor) -> dict[str, tf.Tensor]:
-        token_ids, n_tokens = self.encode(texts)
-        outputs = self.serve_ids(token_ids)
-        return {**outputs, "token_ids": token_ids, "n_tokens": n_tokens}
+        """`service.tokenizer.Tokenizer.encode` and `service.tokenizer.combine`, in TensorFlow ops."""
+        ids = self.token_ids(texts)
+        n_tokens = tf.cast(ids.row_lengths(), tf.int32)
+        policy = self.long_texts
+        if policy.kind == "windows":
+            limit, head, window = policy.window * policy.max_windows, policy.window * policy.max_windows // 2, policy.window
+        else:
+            limit, head, window = self.max_length, self.head_length, self.max_length
+        kept = cut_middle(ids, n_tokens, limit, head)
+        windows, owner, n_windows = split_windows(kept, window)
+        p = self.serve_ids(windows.to_tensor(default_value=tk.PAD_ID))["probability"]
+        return {
+            "probability": combine_windows(p, owner, n_windows, tf.cast(windows.row_lengths(), tf.float32), policy.aggregate),
+            "token_ids": kept.to_tensor(default_value=tk.PAD_ID),
+            "n_tokens": n_tokens,
+            "windows": n_windows,
+        }
 
-    def encode(self, texts: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """`service.tokenizer.Tokenizer.encode`, in string ops (see its docstring for the rules)."""
+    def token_ids(self, texts: tf.Tensor) -> tf.RaggedTensor:
+        """Rules 1–6 of `service.tokenizer` in string ops: int32 ids ``[batch, (tokens)]``, one OOV id for a text without any."""
         x = tf.strings.lower(texts, encoding="utf-8")
         x = tf.strings.regex_replace(x, tk.BREAK_PATTERN, " ")
         x = tf.strings.regex_replace(x, tk.APOSTROPHE_PATTERN, "")
         x = tf.strings.regex_replace(x, tk.RE2_SEPARATOR_PATTERN, " ")
         x = tf.strings.regex_replace(x, tk.RE2_BANG_PATTERN, r" \1 ")
-        tokens = tf.strings.split(x)
-        ids = tf.ragged.map_flat_values(self.table.lookup, tokens)
-        n_tokens = tf.cast(ids.row_lengths(), tf.int32)
+        ids = tf.cast(tf.ragged.map_flat_values(self.table.lookup, tf.strings.split(x)), tf.int32)
+        empty = tf.equal(ids.row_lengths(), 0)
+        oov = tf.RaggedTensor.from_row_lengths(tf.fill([tf.reduce_sum(tf.cast(empty, tf.int32))], tk.OOV_ID), tf.cast(empty, tf.int64))
+        return tf.concat([ids, oov], axis=1)
 
-        # Head + tail truncation: row r keeps positions [0, head) and [n - tail, n).
-        kept = tf.minimum(n_tokens, self.max_length)
-        positions = tf.ragged.range(kept)
-        rows = positions.value_rowids()
-        skip = tf.gather(tf.maximum(n_tokens - self.max_length, 0), rows)
-        source = tf.where(positions.flat_values < self.head_length, positions.flat_values, positions.flat_values + skip)
-        flat = tf.gather(ids.flat_values, tf.gather(tf.cast(ids.row_starts(), tf.int32), rows) + source)
-        kept_ids = tf.RaggedTensor.from_row_lengths(tf.cast(flat, tf.int32), tf.cast(kept, tf.int64))
 
-        # A text without tokens becomes a single OOV step.
-        dense = kept_ids.to_tensor(default_value=tk.PAD_ID)
-        dense = tf.pad(dense, [[0, 0], [0, tf.maximum(1 - tf.shape(dense)[1], 0)]])  # at least one column
-        first = tf.where(kept == 0, tk.OOV_ID, dense[:, 0])
-        dense = tf.concat([first[:, None], dense[:, 1:]], axis=1)
-        return dense, tf.maximum(n_tokens, 1)
+def cut_middle(ids: tf.RaggedTensor, n_tokens: tf.Tensor, limit: int, head: int) -> tf.RaggedTensor:
+    """Rows longer than ``limit`` keep their first ``head`` ids and their last ``limit - head``."""
+    kept = tf.minimum(n_tokens, limit)
+    positions = tf.ragged.range(kept)
+    rows = positions.value_rowids()
+    skip = tf.gather(tf.maximum(n_tokens - limit, 0), rows)
+    source = tf.where(positions.flat_values < head, positions.flat_values, positions.flat_values + skip)
+    flat = tf.gather(ids.flat_values, tf.gather(tf.cast(ids.row_starts(), tf.int32), rows) + source)
+    return tf.RaggedTensor.from_row_lengths(flat, tf.cast(kept, tf.int64))
+
+
+def split_windows(ids: tf.RaggedTensor, window: int) -> tuple[tf.RaggedTensor, tf.Tensor, tf.Tensor]:
+    """`service.tokenizer.split_windows` on every row: the windows ``[windows, (ids)]`` in row order, the row each
+    belongs to, and how many each row has."""
+    n = tf.cast(ids.row_lengths(), tf.int32)
+    count = tf.maximum((n + window - 1) // window, 1)
+    owner = tf.repeat(tf.range(tf.shape(n)[0]), count)
+    index = tf.ragged.range(count).flat_values
+    size, longer = tf.gather(n // count, owner), tf.gather(n % count, owner)
+    start = index * size + tf.minimum(index, longer)
+    length = size + tf.cast(index < longer, tf.int32)
+    positions = tf.ragged.range(start, start + length)
+    row_starts = tf.gather(tf.cast(ids.row_starts(), tf.int32), tf.gather(owner, positions.value_rowids()))
+    flat = tf.gather(ids.flat_values, row_starts + positions.flat_values)
+    return tf.RaggedTensor.from_row_lengths(flat, tf.cast(length, tf.int64)), owner, count
+
+
+def combine_windows(p: tf.Tensor, owner: tf.Tensor, count: tf.Tensor, lengths: tf.Tensor, aggregate: str) -> tf.Tensor:
+    """`service.tokenizer.combine` for every row: its windows' probabilities ``p`` → its own (one window: its score as is)."""
+    rows = tf.shape(count)[0]
+    if aggregate == "length_weighted":
+        combined = tf.math.unsorted_segment_sum(p * lengths, owner, rows) / tf.math.unsorted_segment_sum(lengths, owner, rows)
+    elif aggregate == "mean_logit":
+        clipped = tf.clip_by_value(p, 1e-7, 1 - 1e-7)
+        combined = tf.sigmoid(tf.math.unsorted_segment_mean(tf.math.log(clipped / (1 - clipped)), owner, rows))
+    else:
+        combined = tf.math.unsorted_segment_mean(p, owner, rows)
+    first = tf.gather(p, tf.cumsum(count, exclusive=True))
+    return tf.where(count == 1, first, combined)
 
 
 def next_version(model_dir: Path) -> int:
@@ -89,8 +213,30 @@ def next_version(model_dir: Path) -> int:
     return max(versions, default=0) + 1
 
 
+def check_agreement(module: SentimentModule, rows: int = 70, seed: int = 0, tolerance: float = 1e-5) -> float:
+    """Largest difference between ``serving_default``'s graph and the Keras model on random right-padded ids.
+
+    Raises instead of exporting a serving graph that does not compute the network it was built from.
+    """
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, module.max_length + 1, size=rows)
+    ids = np.zeros((rows, module.max_length), dtype=np.int32)
+    for row, length in enumerate(lengths):
+        ids[row, :length] = rng.integers(1, module.model.get_layer("embedding").input_dim, size=length)
+    with keras_cudnn(False):
+        expected = module.model(ids, training=False).numpy().reshape(-1)
+    served = module.serve_ids(tf.constant(ids))["probability"].numpy()
+    difference = float(np.abs(served - expected).max())
+    if not difference <= tolerance:
+        raise RuntimeError(f"serving graph disagrees with the Keras model by {difference:.2e} (> {tolerance:.0e})")
+    return difference
+
+
 def export(model: keras.Model, tokenizer: tk.Tokenizer, destination: Path, metadata: dict) -> Path:
-    """Write ``destination`` (``.../<name>/<version>``) atomically: a reader never sees half a model."""
+    """Write ``destination`` (``.../<name>/<version>``) atomically: a reader never sees half a model.
+
+    ``metadata`` is written to ``metadata.json`` with the ``serving`` entry added.
+    """
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
     # A copy without the optimizer (clone_model would carry it over): Adam's two moments per weight would triple the artifact.
@@ -99,12 +245,25 @@ def export(model: keras.Model, tokenizer: tk.Tokenizer, destination: Path, metad
     try:
         with tempfile.TemporaryDirectory() as assets:
             module = SentimentModule(inference_model, tokenizer, Path(assets))
+            difference = check_agreement(module)
+            log.info("serving graph %s agrees with the Keras model within %.1e", "fused" if module.fused else "Keras", difference)
+            with keras_cudnn(True):
+                gpu = module.serve_gpu.get_concrete_function()
             signatures = {
-                "serving_default": module.serve_ids.get_concrete_function(),
+                CPU_SIGNATURE: module.serve_ids.get_concrete_function(),
+                GPU_SIGNATURE: gpu,
                 "predict_text": module.predict_text.get_concrete_function(),
             }
+            if module.fused is not None:
+                signatures[EXPLAIN_SIGNATURE] = module.explain.get_concrete_function()
             tf.saved_model.save(module, str(staging), signatures=signatures)
         staging.chmod(0o755)  # mkdtemp makes it private
+        metadata = {
+            **metadata,
+            "serving": module.serving_metadata(),
+            "long_texts": module.long_texts.as_metadata(),
+            "signature_defs": describe_signatures(staging),
+        }
         (staging / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
         staging.rename(destination)
     except BaseException:

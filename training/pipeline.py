@@ -72,9 +72,12 @@ def predict_sorted(score, sequences: list[list[int]], batch_size: int = 256) -> 
 
 
 def predict_probabilities(model: keras.Model, tokenizer: Tokenizer, texts: list[str]) -> np.ndarray:
+    """Each text's probability as the service computes it, long texts read by ``tokenizer``'s policy."""
+    from training.long_texts import score_texts
+
     # A graph, traced once for any [batch, time]: called eagerly, the LSTM would step through time in Python.
     score = tf.function(lambda ids: model(ids, training=False), input_signature=[tf.TensorSpec([None, None], tf.int32)])
-    return predict_sorted(score, [e.ids for e in tokenizer.encode_batch(texts)])
+    return score_texts(lambda sequences: predict_sorted(score, sequences), tokenizer, texts)[0]
 
 
 def same_side(targets: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
@@ -155,9 +158,13 @@ def run(args: argparse.Namespace) -> Path:
     )
     fit_seconds = time.perf_counter() - started
 
-    evaluation = {"validation": classification_metrics(validation.labels, predict_probabilities(model, tokenizer, validation.texts))}
+    from training.long_texts import long_text_policy
+
+    # Measured as the exported version will serve: long texts read by the policy it records.
+    served = tokenizer.with_policy(long_text_policy(args))
+    evaluation = {"validation": classification_metrics(validation.labels, predict_probabilities(model, served, validation.texts))}
     if len(test):
-        evaluation["test"] = classification_metrics(test.labels, predict_probabilities(model, tokenizer, test.texts))
+        evaluation["test"] = classification_metrics(test.labels, predict_probabilities(model, served, test.texts))
         # Both linear models were trained on the same texts as the LSTM (validation held out).
         if baseline is not None:
             evaluation["baseline_tfidf_logreg_test"] = baseline.evaluate(test.texts, test.labels)
@@ -200,7 +207,8 @@ def run(args: argparse.Namespace) -> Path:
         "metrics": evaluation,
         "probes": probes,
     }
-    path = export(model, tokenizer, model_dir / str(version), metadata)
+    # Training read long texts head+tail; the export records how the served version reads them.
+    path = export(model, served, model_dir / str(version), metadata)
     write_model_card(path, metadata)
     log.info("exported %s in %.0fs total", path, time.perf_counter() - started)
     return path
