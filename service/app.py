@@ -1,62 +1,51 @@
-"""Flask application factory: settings, the served model's tokenizer, Redis, error handlers.
+"""Flask application factory: settings, the served model's tokenizer, Redis, the protocols' blueprints.
 
 Served by gunicorn (``service/gunicorn_conf.py``)::
 
     gunicorn -c service/gunicorn_conf.py 'service.app:create_app()'
+
+gunicorn calls this in each of its worker processes (after the fork), so each
+process gets its own Redis connections and its own result listener thread.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
-from service import api
-from service.api import error_response
+from service import demo, docs, health, hooks, openapi, protocols
 from service.config import Settings, load_settings
 from service.errors import ServiceError
+from service.inference import Inference, serving_tokenizer
 from service.logs import configure_logging
-from service.model_store import ModelVersion, resolve
+from service.model_store import resolve
 from service.queue import RequestQueue, connect
-from service.tokenizer import Tokenizer
+from service.responses import error_response
+from service.results import ResultListener
 
 log = logging.getLogger("service.app")
 
-
-@dataclass
-class Resources:
-    """What the routes need, built once per process."""
-
-    settings: Settings
-    model: ModelVersion
-    tokenizer: Tokenizer
-    queue: RequestQueue
-    results: RequestQueue  # same protocol on a client whose socket timeout outlasts the longest BLPOP
-    workers_alive: bool = True
-    workers_checked_at: float = 0.0
+BLUEPRINTS = (*protocols.BLUEPRINTS, health.bp, openapi.bp, docs.bp, demo.bp)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if not settings.redis_url:
         raise SystemExit("SENTIMENT_REDIS_URL is not set (`make run` starts a Redis and sets it)")
     version = resolve(settings.model_dir, settings.model_version)
 
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # static files are the demo blueprint's (service/static)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    connection = connect(settings.redis_url, settings.redis_timeout_s)
-    waiting = connect(settings.redis_url, settings.redis_timeout_s, blocking_s=settings.default_deadline_ms / 1000)
-    app.extensions["sentiment"] = Resources(
-        settings=settings,
-        model=version,
-        tokenizer=version.load_tokenizer(),
-        queue=RequestQueue(connection, settings.redis_key_prefix, version.name, version.version),
-        results=RequestQueue(waiting, settings.redis_key_prefix, version.name, version.version),
-    )
-    app.register_blueprint(api.bp)
+    queue = RequestQueue(connect(settings.redis_url, settings.redis_timeout_s), settings.redis_key_prefix, version.name, version.version)
+    listen_s = 1.0
+    listener = ResultListener(queue, connect(settings.redis_url, settings.redis_timeout_s, blocking_s=listen_s), listen_s).start()
+    app.extensions["sentiment"] = Inference(settings, version, serving_tokenizer(version, settings), queue, listener)
+    hooks.install(app)
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint)
 
     @app.errorhandler(ServiceError)
     def handle_service_error(exc: ServiceError) -> Response:
@@ -64,14 +53,19 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.errorhandler(HTTPException)
     def handle_http_error(exc: HTTPException) -> Response:
-        code = (exc.name or "error").lower().replace(" ", "_")
         headers = {"Allow": ", ".join(exc.valid_methods)} if getattr(exc, "valid_methods", None) else None
-        return error_response(exc.code or 500, code, exc.description or exc.name, headers)
+        return error_response(exc.code or 500, hooks.error_code(exc), exc.description or exc.name, headers)
 
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception) -> Response:
         log.exception("unhandled error")
         return error_response(500, "internal", "internal error; the request id is in the response headers")
 
-    log.info("API serving %s v%s (vocabulary of %d)", version.name, version.version, app.extensions["sentiment"].tokenizer.vocab_size)
+    log.info(
+        "API serving %s v%s (vocabulary of %d)",
+        version.name,
+        version.version,
+        app.extensions["sentiment"].tokenizer.vocab_size,
+        extra={"reply_to": listener.reply_to},
+    )
     return app

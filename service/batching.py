@@ -86,7 +86,13 @@ class BatchCollector:
                 self.held_over.append(item)
 
 
-def plan_model_calls(lengths: Sequence[int], max_texts: int, max_tokens: int, step_overhead_texts: float = 0.0) -> list[list[int]]:
+def plan_model_calls(
+    lengths: Sequence[int],
+    max_texts: int,
+    max_tokens: int,
+    step_overhead_texts: float = 0.0,
+    padded_size: Callable[[int], int] | None = None,
+) -> list[list[int]]:
     """Group text indices into model calls, each within both budgets, at the least estimated cost.
 
     An LSTM call costs about ``longest × (step_overhead_texts + texts)``: it runs
@@ -95,7 +101,10 @@ def plan_model_calls(lengths: Sequence[int], max_texts: int, max_tokens: int, st
     to run short texts apart from long ones only while the padding saved
     outweighs the extra steps. Texts are sorted by length and cut where a
     dynamic programme over the sorted order finds the cheapest split.
+    ``padded_size`` maps a call's texts to the batch the model really runs (a
+    compiled graph pads to fixed batch sizes): 5 texts may cost as much as 8.
     """
+    padded = padded_size or (lambda size: size)
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     sorted_lengths = [max(lengths[i], 1) for i in order]
     n = len(order)
@@ -107,7 +116,7 @@ def plan_model_calls(lengths: Sequence[int], max_texts: int, max_tokens: int, st
             size = end - start
             if size > 1 and size * longest > max_tokens:
                 break  # bigger calls only grow
-            cost = best[start] + longest * (step_overhead_texts + size)
+            cost = best[start] + longest * (step_overhead_texts + padded(size))
             if cost < best[end]:
                 best[end], cut[end] = cost, start
     calls: list[list[int]] = []

@@ -43,7 +43,18 @@ class Settings(BaseSettings):
     """Most texts in one ``POST /predict``; more gets 413."""
 
     max_text_chars: int = Field(50_000, ge=1)
-    """Longest accepted text, in characters; longer gets 413 (texts are also truncated to the model's token limit)."""
+    """Longest accepted text, in characters; longer gets 413."""
+
+    long_text_policy: Literal["model", "head_tail"] = "model"
+    """How texts longer than the model reads at once are read: ``model``: the version's recorded policy (windows
+    for versions that have one); ``head_tail``: only their first and last tokens, as before windows."""
+
+    max_windows_per_text: int | None = Field(None, ge=1)
+    """Most windows one long text is read in (its middle is cut beyond); unset: the version's own bound."""
+
+    max_windows_per_request: int = Field(256, ge=1)
+    """Most windows (sequences the model runs) one request may need; more gets 413, so that one huge request
+    cannot hold a worker for long while others wait."""
 
     max_body_bytes: int = Field(1_048_576, ge=1024)
     """Largest accepted request body; larger gets 413 before it is read."""
@@ -81,11 +92,11 @@ class Settings(BaseSettings):
     heartbeat_ttl_s: float = Field(3.0, gt=0)
     """A worker silent for this long counts as dead (readiness, takeover)."""
 
-    tf_threads: int = Field(0, ge=0)
-    """TensorFlow intra-op threads per worker; 0 lets TensorFlow decide."""
+    tf_threads: int = Field(1, ge=0)
+    """TensorFlow intra-op threads per worker; 0 lets TensorFlow decide. One: the fused graph's steps are too small to share."""
 
     host: str = "127.0.0.1"
-    """Interface the API binds to (``make run``); the port comes from ``PORT`` (default 8000)."""
+    """Interface the API and the workers' metrics bind to; the API's port comes from ``PORT`` (default 8000)."""
 
     api_processes: int = Field(2, ge=1)
     """gunicorn worker processes of the API."""
@@ -96,11 +107,14 @@ class Settings(BaseSettings):
     inference_workers: int = Field(1, ge=1)
     """Inference worker processes ``make run`` starts (one per GPU; one on a CPU)."""
 
-    worker_metrics_port: int = Field(0, ge=0, le=65535)
-    """First port for inference workers' Prometheus metrics (worker i uses port + i); 0 disables."""
+    worker_metrics_port: int = Field(9100, ge=0, le=65535)
+    """Port of an inference worker's Prometheus metrics (``make run``'s worker i uses port + i); 0 disables."""
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of every process."""
+
+    log_format: Literal["text", "json"] = "text"
+    """``json``: one JSON object per line (for a log pipeline; the images use it); ``text``: readable at a terminal."""
 
     @field_validator("redis_url")
     @classmethod

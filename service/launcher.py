@@ -108,7 +108,9 @@ class Launcher:
         for index in range(self.settings.inference_workers):
             worker_env = dict(env)
             if self.settings.worker_metrics_port:
-                worker_env["SENTIMENT_WORKER_METRICS_PORT"] = str(self.settings.worker_metrics_port + index)
+                port = self.settings.worker_metrics_port + index
+                worker_env["SENTIMENT_WORKER_METRICS_PORT"] = str(port)
+                log.info("inference worker %d: metrics on http://%s:%d/metrics", index, self.settings.host, port)
             if self.settings.inference_workers > 1 and "CUDA_VISIBLE_DEVICES" not in os.environ:
                 worker_env["CUDA_VISIBLE_DEVICES"] = str(index)  # one worker per GPU
             self.workers.append(Child(f"inference worker {index}", [sys.executable, "-m", "service.worker"], worker_env))
@@ -159,7 +161,7 @@ class Launcher:
 
 def main() -> int:
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         port = int(os.environ.get("PORT", "8000"))
     except ValueError:

@@ -1,21 +1,38 @@
-"""Prometheus metrics of the API processes and of the inference workers.
+"""Every Prometheus metric of the service, registered here and nowhere else.
 
-The API runs as several gunicorn processes, so its metrics use
-prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set by
-``service/gunicorn_conf.py``); ``/metrics`` merges them and adds the queue's
-state read from Redis at scrape time. Each inference worker serves its own
-metrics on ``SENTIMENT_WORKER_METRICS_PORT`` (+ its index).
+Two tiers export them:
+
+* **API processes** (``/metrics`` on the API port). gunicorn runs several of
+  them, so they use prometheus-client's multiprocess mode
+  (``PROMETHEUS_MULTIPROC_DIR``, set by ``service/gunicorn_conf.py``);
+  ``/metrics`` merges every process's files and adds what is read at scrape
+  time: the queue's state from Redis (backlog, pending entries, age of the
+  oldest waiting entry, live workers), readiness, and the info gauges.
+* **Inference workers**, each on its own port (``SENTIMENT_WORKER_METRICS_PORT``
+  + its index), single-process.
+
+Names follow Prometheus conventions: one ``sentiment_`` prefix, ``_total`` for
+counters, base units (``_seconds``, ``_ratio`` for shares in [0, 1]). Buckets
+are cut for this service's real values (a review is ~230 tokens, a model call
+1–100 ms, the default deadline 2 s), not the library's defaults.
+
+The API's per-text metrics (scores, tokens, out-of-vocabulary share) are what
+drifts first in a text model: the score distribution and the positive share
+show the *output* moving, tokens per text and OOV share show the *input*
+moving, before anyone has labels to measure accuracy with.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 from collections.abc import Callable
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -23,56 +40,166 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
+from service import __version__
 
-# --- API -------------------------------------------------------------------------
+LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+WAIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+MODEL_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0)
+SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))  # 0.05, 0.10, ..., 1.0
+TOKEN_BUCKETS = (2, 5, 10, 20, 50, 100, 200, 300, 400, 600, 1000, 2000, 5000, 10000)
+RATIO_BUCKETS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)
+EFFICIENCY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+WINDOW_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 32, 64)
+TEXTS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 96, 128, 256)
+PADDED_TOKEN_BUCKETS = (64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
+
+# Why a request was refused: the `reason` label of REQUESTS_REFUSED (the error codes of `service.errors`).
+REFUSAL_REASONS = ("bad_request", "too_large", "unsupported_media_type", "overloaded", "unavailable", "deadline_exceeded")
+
+# --- API tier ----------------------------------------------------------------------------
 HTTP_REQUESTS = Counter("sentiment_http_requests_total", "HTTP requests answered, by route and status.", ["route", "status"])
-HTTP_SECONDS = Histogram("sentiment_http_request_seconds", "Time to answer /predict, end to end.", buckets=LATENCY_BUCKETS)
-TEXTS_RECEIVED = Counter("sentiment_texts_received_total", "Texts accepted by /predict.")
-TEXTS_TRUNCATED = Counter("sentiment_texts_truncated_total", "Accepted texts longer than the model's token limit.")
-QUEUE_WAIT_SECONDS = Histogram("sentiment_queue_wait_seconds", "From enqueue to result, as the API saw it.", buckets=LATENCY_BUCKETS)
-
-# --- inference workers -----------------------------------------------------------
-BATCH_TEXTS = Histogram("sentiment_batch_texts", "Texts per model call.", buckets=(1, 2, 4, 8, 16, 32, 64, 96, 128, 256))
-BATCH_TOKENS = Histogram(
-    "sentiment_batch_tokens", "Padded tokens per model call.", buckets=(64, 256, 1024, 4096, 8192, 16384, 32768, 65536)
+HTTP_SECONDS = Histogram(
+    "sentiment_http_request_duration_seconds",
+    "Time to answer an inference request (any protocol), end to end in the API.",
+    ["route"],
+    buckets=LATENCY_BUCKETS,
 )
-MODEL_SECONDS = Histogram("sentiment_model_seconds", "Time of one model call.", buckets=LATENCY_BUCKETS)
-TEXTS_SCORED = Counter("sentiment_texts_scored_total", "Texts run through the model.")
+IN_FLIGHT = Gauge("sentiment_http_requests_in_flight", "Inference requests being handled right now.", multiprocess_mode="livesum")
+REQUESTS_REFUSED = Counter("sentiment_requests_refused_total", "Inference requests answered with an error, by reason.", ["reason"])
+REQUEST_TEXTS = Histogram("sentiment_request_texts", "Texts per accepted inference request.", buckets=TEXTS_BUCKETS)
+TEXTS_RECEIVED = Counter("sentiment_texts_received_total", "Texts accepted for scoring.")
+TEXTS_TRUNCATED = Counter("sentiment_texts_truncated_total", "Accepted texts longer than the model reads (their middle was cut).")
+TEXT_TOKENS = Histogram("sentiment_text_tokens", "Tokens per accepted text (before any truncation).", buckets=TOKEN_BUCKETS)
+TEXT_OOV = Histogram(
+    "sentiment_text_oov_ratio", "Share of each accepted text's tokens that are outside the vocabulary.", buckets=RATIO_BUCKETS
+)
+TEXT_WINDOWS = Histogram(
+    "sentiment_text_windows", "Windows each accepted text is read in (long texts: more than one model sequence).", buckets=WINDOW_BUCKETS
+)
+EXPLAIN_REQUESTS = Counter("sentiment_explain_requests_total", "Inference requests that asked for explanations.")
+PREDICTIONS = Counter("sentiment_predictions_total", "Predictions returned, by label.", ["label"])
+SCORES = Histogram("sentiment_prediction_score", "Scores returned (probability of positive).", buckets=SCORE_BUCKETS)
+RESULT_WAIT_SECONDS = Histogram(
+    "sentiment_result_wait_seconds", "From enqueueing a request to receiving its result, as the API saw it.", buckets=WAIT_BUCKETS
+)
+
+# --- inference workers -------------------------------------------------------------------
+BATCHES = Counter("sentiment_batches_total", "Batches a worker took from the queue and answered.")
+BATCH_TEXTS = Histogram("sentiment_batch_texts", "Texts per model call.", buckets=TEXTS_BUCKETS)
+BATCH_TOKENS = Histogram("sentiment_batch_padded_tokens", "Padded tokens per model call (texts x longest).", buckets=PADDED_TOKEN_BUCKETS)
+PADDING_EFFICIENCY = Histogram(
+    "sentiment_batch_padding_efficiency_ratio", "Real tokens / padded tokens of each model call.", buckets=EFFICIENCY_BUCKETS
+)
+MODEL_SECONDS = Histogram("sentiment_model_duration_seconds", "Time of one model call.", buckets=MODEL_BUCKETS)
+QUEUE_WAIT_SECONDS = Histogram(
+    "sentiment_queue_wait_seconds", "From enqueue to the start of the batch that scores it, as the worker saw it.", buckets=WAIT_BUCKETS
+)
+TEXTS_SCORED = Counter("sentiment_texts_scored_total", "Sequences (texts, or windows of long ones) run through the model.")
+TEXTS_EXPLAINED = Counter("sentiment_texts_explained_total", "Sequences run through the model's explaining graph.")
 REQUESTS_EXPIRED = Counter("sentiment_requests_expired_total", "Requests dropped unrun because their deadline had passed.")
-REQUESTS_RECLAIMED = Counter("sentiment_requests_reclaimed_total", "Requests taken over from a worker that stopped answering.")
+REQUESTS_RECLAIMED = Counter("sentiment_requests_reclaimed_total", "Requests taken over from a worker that stopped heartbeating.")
 INFERENCE_ERRORS = Counter("sentiment_inference_errors_total", "Model calls that failed.")
+LAST_HEARTBEAT = Gauge("sentiment_worker_last_heartbeat_timestamp_seconds", "Unix time of the worker's last heartbeat in Redis.")
+
+# --- both tiers --------------------------------------------------------------------------
 REDIS_ERRORS = Counter("sentiment_redis_errors_total", "Redis calls that failed (connection or timeout).")
 
 
-class QueueCollector:
-    """Gauges read from Redis when Prometheus scrapes: backlog and live workers."""
+def info_gauges(model_name: str, model_version: int, tokenizer: str, worker: dict[str, str] | None = None) -> list[GaugeMetricFamily]:
+    """``sentiment_model_info``, ``sentiment_build_info`` (and on a worker ``sentiment_worker_info``): 1s whose labels say what runs."""
+    model = GaugeMetricFamily("sentiment_model_info", "The served model.", labels=["name", "version", "tokenizer"])
+    model.add_metric([model_name, str(model_version), tokenizer], 1)
+    build = GaugeMetricFamily("sentiment_build_info", "The service's build.", labels=["version", "python"])
+    build.add_metric([__version__, platform.python_version()], 1)
+    families = [model, build]
+    if worker is not None:
+        info = GaugeMetricFamily("sentiment_worker_info", "This inference worker.", labels=sorted(worker))
+        info.add_metric([worker[k] for k in sorted(worker)], 1)
+        families.append(info)
+    return families
 
-    def __init__(self, read_state: Callable[[], dict[str, float]]):
+
+class StateCollector:
+    """Gauges computed when Prometheus scrapes: the queue's state read from Redis, readiness, info.
+
+    ``read_state`` returns ``{"queue_backlog": n, ...}``; each key becomes ``sentiment_<key>``.
+    If it raises (Redis away), the scrape still succeeds and says ``sentiment_redis_up 0``.
+    """
+
+    def __init__(self, read_state: Callable[[], dict[str, float]], constant: list[GaugeMetricFamily]):
         self.read_state = read_state
+        self.constant = constant
 
     def collect(self):
         try:
-            state = self.read_state()
+            state = {"redis_up": 1, **self.read_state()}
         except Exception:  # Redis away: report it instead of failing the scrape
-            state = {"redis_up": 0}
+            state = {"redis_up": 0, "ready": 0}
         for name, value in state.items():
-            yield GaugeMetricFamily(f"sentiment_{name}", f"Queue state: {name.replace('_', ' ')}.", value=value)
+            yield GaugeMetricFamily(f"sentiment_{name}", STATE_HELP.get(name, name.replace("_", " ")), value=value)
+        yield from self.constant
 
 
-def render(read_state: Callable[[], dict[str, float]]) -> tuple[bytes, str]:
-    """The API's ``/metrics`` body: every API process's metrics plus the queue's state."""
-    registry = CollectorRegistry()
+STATE_HELP = {
+    "redis_up": "1 if Redis answered this scrape.",
+    "ready": "1 if /readyz would answer 200 (vocabulary loaded, Redis up, a live worker of this model version).",
+    "queue_backlog": "Requests in the stream: waiting plus being scored.",
+    "queue_pending": "Requests delivered to a worker and not yet answered.",
+    "queue_oldest_waiting_age_seconds": "Age of the oldest request no worker has taken yet (0 when none waits).",
+    "live_workers": "Inference workers of this model version that heartbeated recently.",
+    "default_deadline_seconds": "The server's default (and longest) deadline of a request.",
+}
+
+
+# Each tier exports its own metrics only (every process imports this module, so every metric exists in each).
+API_TIER = (HTTP_REQUESTS, HTTP_SECONDS, IN_FLIGHT, REQUESTS_REFUSED, REQUEST_TEXTS, TEXTS_RECEIVED, TEXTS_TRUNCATED)
+API_TIER += (TEXT_TOKENS, TEXT_OOV, TEXT_WINDOWS, EXPLAIN_REQUESTS, PREDICTIONS, SCORES, RESULT_WAIT_SECONDS)
+WORKER_TIER = (BATCHES, BATCH_TEXTS, BATCH_TOKENS, PADDING_EFFICIENCY, MODEL_SECONDS, QUEUE_WAIT_SECONDS, TEXTS_SCORED, TEXTS_EXPLAINED)
+WORKER_TIER += (REQUESTS_EXPIRED, REQUESTS_RECLAIMED, INFERENCE_ERRORS, LAST_HEARTBEAT)
+
+
+def _names(metrics) -> set[str]:
+    return {family.name for metric in metrics for family in metric.describe()}
+
+
+class Without:
+    """``collector``'s families, except those named in ``drop``."""
+
+    def __init__(self, collector, drop: set[str]):
+        self.collector = collector
+        self.drop = drop
+
+    def collect(self):
+        return (family for family in self.collector.collect() if family.name not in self.drop)
+
+
+class ConstantCollector:
+    """Families whose values never change (the info gauges)."""
+
+    def __init__(self, families: list[GaugeMetricFamily]):
+        self.families = families
+
+    def collect(self):
+        yield from self.families
+
+
+def render(read_state: Callable[[], dict[str, float]], constant: list[GaugeMetricFamily]) -> tuple[bytes, str]:
+    """The API's ``/metrics`` body: every API process's metrics plus the state read at scrape time."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        multiprocess.MultiProcessCollector(registry)
+        source = multiprocess.MultiProcessCollector(None)
     else:
-        from prometheus_client import REGISTRY
+        from prometheus_client import REGISTRY as source
+    registry = CollectorRegistry()
+    registry.register(Without(source, _names(WORKER_TIER)))
+    registry.register(StateCollector(read_state, constant))
+    return generate_latest(registry), CONTENT_TYPE_LATEST
 
-        registry = REGISTRY
-    queue_registry = CollectorRegistry()
-    queue_registry.register(QueueCollector(read_state))
-    return generate_latest(registry) + generate_latest(queue_registry), CONTENT_TYPE_LATEST
 
+def serve_worker_metrics(host: str, port: int, constant: list[GaugeMetricFamily]) -> None:
+    """A worker's own ``/metrics`` (its metrics, the process and Python collectors, its info) on ``host:port``."""
+    from prometheus_client import REGISTRY
 
-def serve_worker_metrics(port: int) -> None:
-    start_http_server(port)
+    registry = CollectorRegistry()
+    registry.register(Without(REGISTRY, _names(API_TIER)))
+    registry.register(ConstantCollector(constant))
+    start_http_server(port, addr=host, registry=registry)

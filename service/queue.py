@@ -3,10 +3,15 @@
 Requests: one Redis Stream per model version, ``<prefix>:requests:<name>:<version>``,
 read by the consumer group ``workers``. One entry per HTTP request::
 
-    r  request id (text)
+    r  request key (32 hex characters, never the client's id)
+    i  the request id the API logged (the client's ``X-Request-ID``), for the worker's batch log line
+    a  reply-to: the name of the API process's result list
     d  deadline, Unix time in milliseconds
-    l  token count of each text: little-endian uint32 array
-    t  token ids of all texts, concatenated: little-endian uint32 array
+    x  ``1``: explain (answer each token's contribution too), else ``0``
+    l  token count of each sequence: little-endian uint32 array
+    t  token ids of all sequences, concatenated: little-endian uint32 array
+
+(A sequence is a text, or one window of a long one.)
 
 Workers acknowledge *and delete* an entry once answered, so the stream's length
 is exactly the backlog (waiting + in progress): what the bounded enqueue checks
@@ -14,10 +19,17 @@ and what an autoscaler reads. An entry a worker took but never acknowledged is
 taken over (XCLAIM) once it has been idle for ``claim_idle_ms`` and its worker
 has stopped heartbeating: at-least-once delivery.
 
-Results: a list per request, ``<prefix>:result:<request id>``, that the waiting
-API thread BLPOPs; the value is ``b"P"`` + little-endian float32 probabilities,
-or ``b"E"`` + a UTF-8 message. It expires after ``result_ttl_s`` in case
-nobody waits any more.
+Results: one list per API process, ``<prefix>:results:<reply-to>``, which one
+thread of that process pops (`pop_results`) and hands to the request threads
+waiting for them (`service.results`). So a waiting request holds no Redis
+connection, a worker answers a whole batch with one RPUSH per API process, and
+the API reads many results per round trip. An item is
+``<request key>|P<float32 probabilities>`` (for an explain request, followed by
+each sequence's per-token contributions to the logit, concatenated) or
+``<request key>|E<UTF-8 message>``.
+A list expires ``result_ttl_s`` after its last push, in case its process is gone.
+(Entries without ``a``, from an API of the previous protocol during a rolling
+update, are answered on ``<prefix>:result:<request key>`` as before.)
 
 Heartbeats: a sorted set ``<prefix>:workers:<name>:<version>`` of consumer names
 scored by their last beat, plus ``<prefix>:worker:<consumer>`` with details.
@@ -90,6 +102,14 @@ class QueuedRequest:
     request_id: str
     deadline_ms: int
     sequences: list[array] = field(repr=False)
+    reply_to: str | None = None
+    log_id: str = ""
+    explain: bool = False
+
+    @property
+    def enqueued_ms(self) -> int:
+        """When the API queued it: the stream entry id is ``<Redis time in ms>-<n>``."""
+        return int(self.entry_id.split("-", 1)[0])
 
     @property
     def n_texts(self) -> int:
@@ -99,9 +119,12 @@ class QueuedRequest:
         return now_ms >= self.deadline_ms
 
 
-def encode_entry(request_id: str, sequences: Sequence[Sequence[int]], deadline_ms: int) -> dict[str, bytes | str | int]:
+def encode_entry(
+    request_id: str, sequences: Sequence[Sequence[int]], deadline_ms: int, reply_to: str = "", log_id: str = "", explain: bool = False
+) -> dict[str, bytes | str | int]:
     flat = [token for sequence in sequences for token in sequence]
-    return {"r": request_id, "d": deadline_ms, "l": _pack([len(s) for s in sequences], "I"), "t": _pack(flat, "I")}
+    lengths = _pack([len(s) for s in sequences], "I")
+    return {"r": request_id, "i": log_id, "a": reply_to, "d": deadline_ms, "x": int(explain), "l": lengths, "t": _pack(flat, "I")}
 
 
 def decode_entry(entry_id: str, fields: dict[bytes, bytes]) -> QueuedRequest:
@@ -113,21 +136,69 @@ def decode_entry(entry_id: str, fields: dict[bytes, bytes]) -> QueuedRequest:
     for length in lengths:
         sequences.append(tokens[start : start + length])
         start += length
-    return QueuedRequest(entry_id, fields[b"r"].decode(), int(fields[b"d"]), sequences)
+    reply_to = fields.get(b"a")
+    log_id = fields.get(b"i", b"").decode(errors="replace")
+    explain = fields.get(b"x") == b"1"
+    return QueuedRequest(
+        entry_id, fields[b"r"].decode(), int(fields[b"d"]), sequences, reply_to.decode() if reply_to else None, log_id, explain
+    )
+
+
+def encode_result(request_id: str, answer: Sequence[float] | str) -> bytes:
+    """One item of a result list: the request key, then probabilities or an error message."""
+    body = b"E" + answer.encode() if isinstance(answer, str) else b"P" + _pack(answer, "f")
+    return request_id.encode() + b"|" + body
+
+
+def decode_result(item: bytes) -> tuple[str, list[float] | WorkerError]:
+    """``(request key, probabilities)``, or ``(request key, WorkerError)`` when the worker could not score it."""
+    split = item.index(b"|")
+    key, kind, body = item[:split].decode(), item[split + 1 : split + 2], item[split + 2 :]
+    if kind == b"E":
+        return key, WorkerError(body.decode("utf-8", "replace"))
+    return key, _unpack(body, "f").tolist()
 
 
 # Bounded XADD: refuse, atomically, when the backlog is at its bound.
 _ENQUEUE = """
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return false end
-return redis.call('XADD', KEYS[1], '*', 'r', ARGV[2], 'd', ARGV[3], 'l', ARGV[4], 't', ARGV[5])
+return redis.call('XADD', KEYS[1], '*', 'r', ARGV[2], 'i', ARGV[3], 'a', ARGV[4], 'd', ARGV[5], 'x', ARGV[6], 'l', ARGV[7], 't', ARGV[8])
 """
+
+# The queue's state for /metrics, in one round trip: backlog, entries delivered and not yet answered,
+# age of the oldest entry no worker has taken (entries after the group's last delivered id), live workers.
+_STATE = """
+local backlog = redis.call('XLEN', KEYS[1])
+local pending, last = 0, '0-0'
+local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
+if ok then
+  for _, group in ipairs(groups) do
+    local info = {}
+    for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
+    if info['name'] == ARGV[1] then pending, last = info['pending'], info['last-delivered-id'] end
+  end
+end
+local age_ms = 0
+local oldest = redis.call('XRANGE', KEYS[1], '(' .. last, '+', 'COUNT', 1)
+if #oldest > 0 then
+  local now = redis.call('TIME')
+  local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  age_ms = math.max(now_ms - tonumber(string.match(oldest[1][1], '^(%d+)')), 0)
+end
+local live = redis.call('ZCOUNT', KEYS[2], ARGV[2], '+inf')
+return {backlog, pending, age_ms, live}
+"""
+
+# The shortest blocking timeout ever sent: Redis 6.2 reads BLPOP's 0.001 as 0, which means "forever".
+MIN_BLOCK_S = 0.01
 
 
 class RequestQueue:
     """Both ends of the protocol for one model version."""
 
     stream_key_format = "{prefix}:requests:{name}:{version}"
-    result_key_format = "{prefix}:result:{request_id}"
+    results_key_format = "{prefix}:results:{reply_to}"
+    legacy_result_key_format = "{prefix}:result:{request_id}"
     workers_key_format = "{prefix}:workers:{name}:{version}"
     worker_info_key_format = "{prefix}:worker:{consumer}"
 
@@ -137,34 +208,54 @@ class RequestQueue:
         self.stream = self.stream_key_format.format(prefix=prefix, name=model_name, version=model_version)
         self.workers_key = self.workers_key_format.format(prefix=prefix, name=model_name, version=model_version)
         self._enqueue = connection.register_script(_ENQUEUE)
+        self._state = connection.register_script(_STATE)
 
-    def result_key(self, request_id: str) -> str:
-        return self.result_key_format.format(prefix=self.prefix, request_id=request_id)
+    def results_key(self, reply_to: str) -> str:
+        return self.results_key_format.format(prefix=self.prefix, reply_to=reply_to)
 
     # --- API side -----------------------------------------------------------------
 
-    def enqueue(self, request_id: str, sequences: Sequence[Sequence[int]], deadline_ms: int, max_backlog: int) -> str:
-        entry = encode_entry(request_id, sequences, deadline_ms)
-        entry_id = self._enqueue(keys=[self.stream], args=[max_backlog, entry["r"], entry["d"], entry["l"], entry["t"]])
+    def enqueue(
+        self,
+        request_id: str,
+        sequences: Sequence[Sequence[int]],
+        deadline_ms: int,
+        max_backlog: int,
+        reply_to: str,
+        log_id: str = "",
+        explain: bool = False,
+    ) -> str:
+        """Queue a request whose result goes to ``reply_to``'s list; `QueueFull` at the bound (one round trip)."""
+        e = encode_entry(request_id, sequences, deadline_ms, reply_to, log_id, explain)
+        args = (1, self.stream, max_backlog, e["r"], e["i"], e["a"], e["d"], e["x"], e["l"], e["t"])
+        try:  # EVALSHA straight through execute_command: the hot path skips redis-py's Script wrappers
+            entry_id = self.redis.execute_command("EVALSHA", self._enqueue.sha, *args)
+        except redis.exceptions.NoScriptError:  # a restarted (or another) Redis: load it, once
+            entry_id = self._enqueue(keys=[self.stream], args=list(args[2:]))
         if entry_id is None:
             raise QueueFull(self.stream)
         return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
 
-    def wait_result(self, request_id: str, timeout_s: float, connection: redis.Redis | None = None) -> list[float] | None:
-        """Block until the worker answers; ``None`` when ``timeout_s`` passes first."""
-        if timeout_s <= 0:
-            return None
-        # BLPOP takes a float timeout (Redis ≥ 6); 0 would mean "forever".
-        popped = (connection or self.redis).blpop([self.result_key(request_id)], timeout=max(timeout_s, 0.001))
-        if popped is None:
-            return None
-        payload = popped[1]
-        if payload[:1] == b"E":
-            raise WorkerError(payload[1:].decode("utf-8", "replace"))
-        return list(_unpack(payload[1:], "f"))
+    def pop_results(self, reply_to: str, block_s: float, most: int = 1024, connection: redis.Redis | None = None) -> list[bytes]:
+        """Results waiting in ``reply_to``'s list: block up to ``block_s`` for the first, then take up to ``most`` more.
+
+        The blocking timeout is never below `MIN_BLOCK_S`, which Redis could round to 0 ("block forever");
+        ``connection``'s socket timeout must outlast it.
+        """
+        client = connection or self.redis
+        key = self.results_key(reply_to)
+        first = client.blpop([key], timeout=max(block_s, MIN_BLOCK_S))
+        if first is None:
+            return []
+        return [first[1], *(client.lpop(key, most) or [])]
 
     def backlog(self) -> int:
         return self.redis.xlen(self.stream)
+
+    def state(self, live_ttl_s: float) -> dict[str, float]:
+        """Backlog, pending entries, age of the oldest waiting entry (seconds) and live workers, read atomically."""
+        backlog, pending, age_ms, live = self._state(keys=[self.stream, self.workers_key], args=[GROUP, time.time() - live_ttl_s])
+        return {"queue_backlog": backlog, "queue_pending": pending, "queue_oldest_waiting_age_seconds": age_ms / 1000, "live_workers": live}
 
     def live_workers(self, ttl_s: float) -> int:
         return self.redis.zcount(self.workers_key, time.time() - ttl_s, "+inf")
@@ -244,12 +335,19 @@ class RequestQueue:
         return requests
 
     def respond(self, answers: Sequence[tuple[QueuedRequest, Sequence[float] | str]], result_ttl_s: int) -> None:
-        """Deliver results (probabilities, or an error message) and retire their entries, in one round trip."""
-        pipe = self.redis.pipeline(transaction=False)
+        """Deliver results (probabilities, or an error message) and retire their entries, in one round trip:
+        one RPUSH per API process that waits for some of them."""
+        by_list: dict[str, list[bytes]] = {}
         for request, answer in answers:
-            key = self.result_key(request.request_id)
-            payload = b"E" + answer.encode() if isinstance(answer, str) else b"P" + _pack(answer, "f")
-            pipe.rpush(key, payload)
+            if request.reply_to:
+                by_list.setdefault(self.results_key(request.reply_to), []).append(encode_result(request.request_id, answer))
+            else:  # an API of the previous protocol waits on a list of its own
+                legacy = b"E" + answer.encode() if isinstance(answer, str) else b"P" + _pack(answer, "f")
+                key = self.legacy_result_key_format.format(prefix=self.prefix, request_id=request.request_id)
+                by_list.setdefault(key, []).append(legacy)
+        pipe = self.redis.pipeline(transaction=False)
+        for key, items in by_list.items():
+            pipe.rpush(key, *items)
             pipe.expire(key, result_ttl_s)
         self._retire(pipe, [request.entry_id for request, _ in answers])
         pipe.execute()

@@ -25,7 +25,7 @@ import redis
 from service import metrics
 from service.batching import BatchCollector, plan_model_calls
 from service.config import Settings, load_settings
-from service.logs import configure_logging
+from service.logs import capture_native_stderr, configure_logging
 from service.model_store import resolve
 from service.queue import QueuedRequest, RequestQueue, connect
 
@@ -143,6 +143,7 @@ class InferenceWorker:
             "texts": self.texts,
         }
         self.queue.heartbeat(self.consumer, info, self.settings.heartbeat_ttl_s)
+        metrics.LAST_HEARTBEAT.set_to_current_time()
 
     def maybe_claim_abandoned(self) -> None:
         now = time.monotonic()
@@ -175,58 +176,113 @@ class InferenceWorker:
                 answers.append((request, "token id outside the model's vocabulary"))
             else:
                 runnable.append(request)
-        if runnable:
-            answers.extend(self.run_model(runnable))
+        model_s = padded = 0.0
+        for request in runnable:
+            metrics.QUEUE_WAIT_SECONDS.observe(max(now_ms - request.enqueued_ms, 0) / 1000)
+        for explain in (False, True):  # explanations take a graph of their own: their own model calls
+            group = [r for r in runnable if r.explain == explain]
+            if group:
+                scored, group_s, group_padded = self.run_model(group, explain)
+                answers.extend(scored)
+                model_s += group_s
+                padded += group_padded
         if answers:
             self.queue.respond(answers, self.settings.result_ttl_s)
         self.batches += 1
+        metrics.BATCHES.inc()
+        log.info(
+            "batch",
+            extra={
+                "requests": len(batch),
+                "texts": sum(r.n_texts for r in runnable),
+                "expired": len(expired),
+                "padded_tokens": int(padded),
+                "model_ms": round(model_s * 1000, 2),
+                "request_ids": [r.log_id or r.request_id for r in batch],
+            },
+        )
 
-    def run_model(self, requests: list[QueuedRequest]) -> list[tuple[QueuedRequest, Sequence[float] | str]]:
+    def run_model(
+        self, requests: list[QueuedRequest], explain: bool = False
+    ) -> tuple[list[tuple[QueuedRequest, Sequence[float] | str]], float, int]:
+        """Score every sequence of ``requests`` in the model calls `plan_model_calls` chooses; (answers, model seconds,
+        padded tokens). With ``explain``, an answer is the probabilities, then the logits, then every sequence's
+        per-token contributions."""
         sequences = [sequence for request in requests for sequence in request.sequences]
         probabilities = [0.0] * len(sequences)
+        logits = [0.0] * len(sequences)
+        contributions: list[Sequence[float]] = [()] * len(sequences)
+        model_s, padded = 0.0, 0
         try:
             lengths = [len(s) for s in sequences]
-            for call in plan_model_calls(lengths, self.settings.max_batch_size, self.settings.max_batch_tokens, self.step_overhead_texts):
+            budget = (self.settings.max_batch_size, self.settings.max_batch_tokens, self.step_overhead_texts)
+            for call in plan_model_calls(lengths, *budget, padded_size=getattr(self.model, "padded_batch_size", None)):
                 started = time.perf_counter()
-                scores = self.model.predict([sequences[i] for i in call])
-                metrics.MODEL_SECONDS.observe(time.perf_counter() - started)
+                if explain:
+                    scores, call_logits, weights = self.model.explain([sequences[i] for i in call])
+                    for index, logit, row in zip(call, call_logits, weights, strict=True):
+                        logits[index], contributions[index] = float(logit), row
+                else:
+                    scores = self.model.predict([sequences[i] for i in call])
+                elapsed = time.perf_counter() - started
+                call_padded = len(call) * max(lengths[i] for i in call)
+                model_s += elapsed
+                padded += call_padded
+                metrics.MODEL_SECONDS.observe(elapsed)
                 metrics.BATCH_TEXTS.observe(len(call))
-                metrics.BATCH_TOKENS.observe(len(call) * max(len(sequences[i]) for i in call))
+                metrics.BATCH_TOKENS.observe(call_padded)
+                metrics.PADDING_EFFICIENCY.observe(sum(max(lengths[i], 1) for i in call) / max(call_padded, 1))
                 for index, score in zip(call, scores, strict=True):
                     probabilities[index] = float(score)
         except Exception:  # the model failed on this batch: answer it, keep serving the next
             log.exception("inference failed for %d request(s)", len(requests))
             metrics.INFERENCE_ERRORS.inc()
-            return [(request, "inference failed") for request in requests]
+            return [(request, "inference failed") for request in requests], model_s, padded
         self.texts += len(sequences)
         metrics.TEXTS_SCORED.inc(len(sequences))
         answers, start = [], 0
         for request in requests:
-            answers.append((request, probabilities[start : start + request.n_texts]))
-            start += request.n_texts
-        return answers
+            end = start + request.n_texts
+            answer = probabilities[start:end]
+            if explain:  # the layout `service.inference.explain_texts` reads
+                metrics.TEXTS_EXPLAINED.inc(request.n_texts)
+                answer += logits[start:end] + [float(c) for row in contributions[start:end] for c in row]
+            answers.append((request, answer))
+            start = end
+        return answers, model_s, padded
 
 
 def main() -> int:
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.log_format == "json":  # TensorFlow's own lines too
+        capture_native_stderr()
     if not settings.redis_url:
         sys.exit("SENTIMENT_REDIS_URL is not set (`make run` starts a Redis and sets it)")
     from service.model import SentimentModel, configure_devices  # TensorFlow: workers only
 
     device = configure_devices(settings.tf_threads)
     version = resolve(settings.model_dir, settings.model_version)
-    model = SentimentModel(version)
-    model.warm_up()
+    model = SentimentModel(version, device)
+    model.warm_up(settings.max_batch_size)  # every shape a batch can take compiles now, before the first heartbeat
     overhead = settings.step_overhead_texts
     if overhead is None:
         overhead = model.measure_step_overhead()
         log.info("one model step costs as much as %.1f texts: batches are split by length when that saves more", overhead)
+    consumer = f"{socket.gethostname()}-{os.getpid()}"
     if settings.worker_metrics_port:
-        metrics.serve_worker_metrics(settings.worker_metrics_port)
+        tokenizer = version.metadata.get("tokenizer", {}).get("scheme", "")
+        worker_info = {"consumer": consumer, "device": device}
+        try:
+            metrics.serve_worker_metrics(
+                settings.host, settings.worker_metrics_port, metrics.info_gauges(version.name, version.version, tokenizer, worker_info)
+            )
+            log.info("worker metrics on http://%s:%d/metrics", settings.host, settings.worker_metrics_port)
+        except OSError as exc:  # a busy port must not stop scoring: say so loudly instead
+            log.error("worker metrics NOT served: port %d: %s", settings.worker_metrics_port, exc)
     connection = connect(settings.redis_url, settings.redis_timeout_s, blocking_s=settings.heartbeat_interval_s)
     queue = RequestQueue(connection, settings.redis_key_prefix, version.name, version.version)
-    worker = InferenceWorker(settings, model, queue, f"{socket.gethostname()}-{os.getpid()}", device, overhead)
+    worker = InferenceWorker(settings, model, queue, consumer, device, overhead)
     worker.install_signal_handlers()
     return worker.run()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,9 @@ from tests import synthetic
 from tests.helpers import Service
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Every worker the tests start compiles the same XLA programs at warm-up: share them through TensorFlow's
+# on-disk compile cache (one per test run), so that only the first start pays for it.
+os.environ.setdefault("TF_XLA_FLAGS", f"--tf_xla_persistent_cache_directory={tempfile.mkdtemp(prefix='sentiment-xla-')}")
 
 SHARED_DATA = Path(os.environ.get("SENTIMENT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 IMDB_ARCHIVE = SHARED_DATA / "aclImdb_v1_labeled.tar.gz"
@@ -42,6 +46,7 @@ def tiny_model_store(tmp_path_factory) -> Path:
         "--data", str(data), "--unlabeled", str(unlabeled), "--distill", "200", "--crops", "200", "--out", str(store), "--version", "1",
         "--vocab-size", "200", "--max-length", "48", "--embedding-dim", "16", "--lstm-units", "8",
         "--epochs", "8", "--patience", "3", "--batch-size", "32", "--learning-rate", "0.01", "--word2vec-epochs", "2",
+        "--window", "16", "--max-windows", "4",  # long texts read in windows of 16 tokens, at most 4 (64 tokens)
     ]  # fmt: skip
     assert train(args) == 0
     return store
@@ -64,6 +69,7 @@ def service(module_redis, tiny_model_store, tmp_path_factory):
             "SENTIMENT_MAX_TEXT_CHARS": "5000",
             "SENTIMENT_MAX_BODY_BYTES": "65536",
             "SENTIMENT_QUEUE_MAX_REQUESTS": "16",
+            "SENTIMENT_MAX_WINDOWS_PER_REQUEST": "32",  # 8 texts x 4 windows: never reached by an accepted count
             "SENTIMENT_API_THREADS": "32",
         },
         log_dir=tmp_path_factory.mktemp("logs"),

@@ -71,6 +71,7 @@ class Service:
                 "SENTIMENT_API_PROCESSES": str(self.api_processes),
                 "SENTIMENT_API_THREADS": "16",
                 "SENTIMENT_TF_THREADS": "1",
+                "SENTIMENT_WORKER_METRICS_PORT": "0",
                 "SENTIMENT_LOG_LEVEL": "WARNING",
                 "PORT": str(self.port),
                 "PYTHONPATH": str(ROOT),
@@ -96,7 +97,7 @@ class Service:
             raise AssertionError(f"gunicorn exited with {self.api.returncode}")
         try:
             return requests.get(f"{self.url}/healthz", timeout=1).status_code == 200
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # still booting (slowly, on a busy machine)
             return False
 
     def start_worker(self, wait_ready: bool = True) -> subprocess.Popen:

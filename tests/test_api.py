@@ -57,9 +57,39 @@ def test_request_id_is_echoed(service):
     assert response.headers["X-Request-ID"] == "client-42" and response.json()["request_id"] == "client-42"
 
 
-def test_long_text_is_marked_truncated(service):
+def test_a_text_past_the_window_bound_loses_its_middle_and_says_so(service):
+    """The tiny model reads windows of 16 tokens, at most 4 a text: 200 tokens are read as 4 windows of 64."""
     [prediction] = service.predict({"text": "great movie " * 100}).json()["predictions"]
-    assert prediction["truncated"] is True and prediction["tokens"] == 200
+    assert prediction["truncated"] is True and prediction["tokens"] == 200 and prediction["windows"] == 4
+
+
+def predict_text_scores(tiny_model_store, texts: list[str]) -> list[float]:
+    """The artifact's own answer: ``predict_text`` (tokenizer and long-text policy in TensorFlow ops)."""
+    import tensorflow as tf
+
+    from service.model_store import resolve
+
+    version = resolve(tiny_model_store / "sentiment", 1)
+    return tf.saved_model.load(str(version.path)).signatures["predict_text"](texts=tf.constant(texts))["probability"].numpy().tolist()
+
+
+def test_long_texts_are_read_whole_in_windows_and_scored_like_the_artifact(service, tiny_model_store):
+    words = ["great", "awful", "the", "movie", "plot", "boring", "superb", "film", "dull", "loved"]
+    long_40 = " ".join(words[(i * 7) % 10] for i in range(40))  # 3 windows of 13-14 tokens
+    long_60 = " ".join(words[(i * 3) % 10] for i in range(60))  # 4 windows of 15
+    texts = ["great superb", long_40, "awful dull boring", long_60]
+    response = service.predict({"texts": texts})
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    read = [(p["windows"], p["truncated"], p["tokens"]) for p in predictions]
+    assert read == [(1, False, 2), (3, False, 40), (1, False, 3), (4, False, 60)]
+    expected = predict_text_scores(tiny_model_store, texts)
+    for prediction, score in zip(predictions, expected, strict=True):
+        assert prediction["score"] == pytest.approx(score, abs=1e-5)
+    # Each text's score is its own: alone or beside others of any length.
+    for text, prediction in zip(texts, predictions, strict=True):
+        [alone] = service.predict({"text": text}).json()["predictions"]
+        assert alone["score"] == pytest.approx(prediction["score"], abs=1e-5)
 
 
 def test_health_readiness_model_and_metrics(service):
@@ -213,6 +243,19 @@ def test_deadline_passes_gives_504_and_the_worker_skips_it(service):
     assert service.predict({"text": "great"}).status_code == 200
 
 
+@pytest.mark.parametrize("deadline_ms", [1, 2, 5])
+def test_tiny_deadlines_get_504_or_200_at_once_never_503(service, deadline_ms):
+    """A deadline under a millisecond or two used to become a blocking wait that Redis read as "forever"."""
+    for _ in range(5):
+        response, elapsed = timed_predict(service, {"text": "great superb film"}, {"X-Deadline-Ms": str(deadline_ms)})
+        assert response.status_code in (200, 504), response.text
+        if response.status_code == 504:
+            assert_error(response, 504, "deadline_exceeded")
+        assert elapsed < deadline_ms / 1000 + 0.25  # the HTTP round trip on a busy machine, not seconds
+    text = requests.get(f"{service.url}/metrics", timeout=5).text
+    assert "sentiment_redis_errors_total 0.0" in text or "sentiment_redis_errors_total" not in text  # no false alarm
+
+
 def test_server_default_deadline_caps_the_client_one(service):
     with frozen(service.workers[0]):
         response, elapsed = timed_predict(service, {"text": "great"}, {"X-Deadline-Ms": "999999"})
@@ -233,3 +276,36 @@ def test_full_queue_answers_503_at_once_with_retry_after(service):
     assert_error(rejected, 503, "overloaded")
     assert rejected.headers["Retry-After"] == "1" and elapsed < 0.5
     assert set(statuses) <= {200, 504}  # queued ones are answered, or time out: never lost
+
+
+@pytest.mark.slow
+def test_window_bounds_per_request_and_per_text(module_redis, tiny_model_store, tmp_path):
+    from tests.helpers import Service
+
+    settings = {"SENTIMENT_MAX_WINDOWS_PER_REQUEST": "6", "SENTIMENT_MAX_WINDOWS_PER_TEXT": "2", "SENTIMENT_REDIS_KEY_PREFIX": "bounds"}
+    long_text = "great movie " * 40  # 80 tokens: 2 windows of 16 at most, so the middle is cut
+    with Service(module_redis.url, tiny_model_store, settings=settings, log_dir=tmp_path).running() as svc:
+        [prediction] = svc.predict({"text": long_text}).json()["predictions"]
+        assert prediction["windows"] == 2 and prediction["truncated"] is True and prediction["tokens"] == 80
+        assert_error(svc.predict({"texts": [long_text] * 4}), 413, "payload_too_large")  # 8 windows, limit 6
+        assert svc.predict({"texts": [long_text] * 3}).status_code == 200  # 6 windows
+
+
+@pytest.mark.slow
+def test_the_head_tail_setting_keeps_the_old_policy(module_redis, tiny_model_store, tmp_path):
+    import tensorflow as tf
+
+    from service.model_store import resolve
+    from tests.helpers import Service
+
+    text = " ".join(["great", "awful", "movie", "dull", "superb"][i % 5] for i in range(100))  # 100 tokens, max_length 48
+    settings = {"SENTIMENT_LONG_TEXT_POLICY": "head_tail", "SENTIMENT_REDIS_KEY_PREFIX": "headtail"}
+    with Service(module_redis.url, tiny_model_store, settings=settings, log_dir=tmp_path).running() as svc:
+        [prediction] = svc.predict({"text": text}).json()["predictions"]
+    assert prediction["windows"] == 1 and prediction["truncated"] is True and prediction["tokens"] == 100
+    version = resolve(tiny_model_store / "sentiment", 1)
+    tokenizer = version.load_tokenizer()
+    head_tail = tokenizer.with_policy(type(tokenizer.long_texts)("head_tail", tokenizer.max_length)).encode(text)
+    serve = tf.saved_model.load(str(version.path)).signatures["serving_default"]
+    expected = float(serve(token_ids=tf.constant([head_tail.ids]))["probability"].numpy()[0])
+    assert prediction["score"] == pytest.approx(expected, abs=1e-5)

@@ -151,3 +151,16 @@ def test_plan_is_never_worse_than_one_call_or_sorted_halves():
         half = len(order) // 2
         alternatives = [[order], [order[:half], order[half:]] if half else [order]]
         assert cost(lengths, plan, 26) <= min(cost(lengths, alt, 26) for alt in alternatives) + 1e-9
+
+
+def test_the_plan_counts_the_batch_the_model_really_runs():
+    """A compiled graph pads 5 texts to 8: a call of the 5 long texts would cost as much as 8 of them."""
+    lengths = [100] * 5 + [10] * 3
+    assert len(plan_model_calls(lengths, max_texts=128, max_tokens=10**6, step_overhead_texts=2)) == 2  # exact sizes: split pays
+
+    def bucket(size: int) -> int:
+        return next(b for b in (1, 2, 4, 8, 16) if b >= size)
+
+    calls = plan_model_calls(lengths, max_texts=128, max_tokens=10**6, step_overhead_texts=2, padded_size=bucket)
+    assert sorted(len(c) for c in calls) == [1, 3, 4]  # 4 + 1 long ones (no padding), the 3 short ones padded to 4
+    assert sorted(i for c in calls for i in c) == list(range(8))

@@ -14,6 +14,27 @@ def test_normalisation_rules():
     assert split_words("   ") == []
 
 
+def test_the_ascii_fast_path_follows_the_same_rules_as_the_regex(monkeypatch):
+    """ASCII texts skip the Unicode regex; both paths must cut every text alike (fuzzed, and on tricky cases)."""
+    import random
+    import re
+
+    from service import tokenizer
+
+    def regex_only(text: str) -> list[str]:
+        text = tokenizer._apostrophe.sub("", tokenizer._break.sub(" ", text.lower()))
+        return tokenizer._token.findall(text)
+
+    rng = random.Random(0)
+    pieces = [chr(c) for c in range(128)] + ["<br />", "<br>", "<BR/>", "<br\t/>", "don't", "a_b", "10/10", "!?", "  "]
+    cases = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 60))) for _ in range(5000)]
+    cases += ["It's", "x`y", "wow!!", "why?", "_", "a__b", "\x00", "\t\n\r\x0b\x0c", "<br", "<br /"]
+    for text in cases:
+        assert text.isascii()
+        assert split_words(text) == regex_only(text), repr(text)
+    assert re.fullmatch(r"[\x00-\x7f]*", "".join(cases))
+
+
 def test_vocabulary_is_ranked_by_frequency_then_alphabetically():
     tok = Tokenizer.fit(["b a a c", "b a d"], max_vocab=5, min_count=1)
     assert tok.vocabulary == ["<pad>", "<oov>", "a", "b", "c"]
@@ -61,3 +82,23 @@ def test_invalid_vocabularies_and_limits_are_refused(tmp_path):
     (tmp_path / "vocab.txt").write_text("<pad>\n<oov>\n")
     with pytest.raises(ValueError, match="vocabulary has 2 lines"):
         Tokenizer.load(tmp_path)
+
+
+def test_spans_point_into_the_text_as_sent_and_give_the_same_tokens():
+    import random
+
+    from service.tokenizer import split_words_with_spans
+    from tests.test_training import ODD_PIECES
+
+    text = "Broke after two days, DON'T buy!<br />İstanbul ΟΔΟΣ"
+    spans = split_words_with_spans(text)
+    assert [t for t, _, _ in spans] == split_words(text)
+    # İ lower-cases to i + a combining dot (a separator): two tokens, the first one spanning the İ.
+    assert [text[a:b] for _, a, b in spans] == ["Broke", "after", "two", "days", "DON'T", "buy", "!", "İ", "stanbul", "ΟΔΟΣ"]
+    rng = random.Random(0)
+    pieces = [*ODD_PIECES, "great", "Don't", "İİİ", "ΣΑΣ", "<br />", "it’s"]
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) + rng.choice(["", " ", "'", "!", "<br/>"]) for _ in range(rng.randint(0, 15)))
+        spans = split_words_with_spans(text)
+        assert [t for t, _, _ in spans] == split_words(text), repr(text)
+        assert all(0 <= a < b <= len(text) for _, a, b in spans) and [a for _, a, _ in spans] == sorted(a for _, a, _ in spans)
