@@ -1,0 +1,314 @@
+"""TensorFlow Serving's REST API (``/v1/models/...``), answered as TensorFlow Serving 2.x answers it.
+
+A client written for TensorFlow Serving against the SavedModel's
+``predict_text`` signature works unchanged: the same URLs, the same JSON (row
+form ``instances`` → ``predictions``, columnar form ``inputs`` → ``outputs``,
+every output of the signature, floats printed as TensorFlow Serving prints a
+float32), the same errors (``{"error": "..."}``, 400 for bad input, 404 for an
+unknown model or version). The texts go through the one inference path of
+`service.inference` (limits, queue, worker, deadline): nothing here runs the
+model.
+
+What differs from TensorFlow Serving, on purpose:
+
+- Only ``predict_text`` (strings in) is served. ``serving_default`` and
+  ``serving_gpu`` take token ids, which this service computes itself; asking
+  for them (or for no signature, which means ``serving_default``) gets 400
+  with a message naming ``predict_text``. An unknown signature gets
+  TensorFlow Serving's own 400 ("not found in signature def").
+- Only the served version is AVAILABLE. Other versions in the model store are
+  not loaded, so, as in TensorFlow Serving for a version it does not manage,
+  they get 404, with a note that they exist on disk. Version labels
+  (``/labels/...``), ``:classify`` and ``:regress`` are not implemented.
+- The service's limits apply: at most SENTIMENT_MAX_TEXTS_PER_REQUEST texts of
+  SENTIMENT_MAX_TEXT_CHARS characters (413), no empty or blank text and no NUL
+  (400), and the deadline (``X-Deadline-Ms``, 504). A full queue is 503 with
+  ``Retry-After``.
+- ``probability`` is the service's score: for a text longer than the model
+  reads at once, served by a version that reads long texts in windows, it
+  combines the windows' scores, where ``predict_text`` reads the head and tail
+  only (``SENTIMENT_LONG_TEXT_POLICY=head_tail`` gives ``predict_text``'s
+  reading). ``token_ids`` are always ``predict_text``'s.
+- Signature descriptions (``/metadata``) come from ``metadata.json``'s
+  ``signature_defs``, recorded at export (`training.signatures`): this process
+  does not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import struct
+
+from flask import Blueprint, Response, request
+from pydantic import ValidationError
+from werkzeug.exceptions import NotFound
+
+from service.errors import BadRequest
+from service.hooks import deadline_seconds, inference_route
+from service.inference import Inference, Prediction, inference
+from service.model_store import is_complete
+from service.openapi import Body, documented
+from service.protocols.common import answer_errors_as_standard, parse_json, validation_problems
+from service.responses import json_response
+from service.schemas import (
+    Base64Value,
+    ModelMetadataResponse,
+    ModelStatusResponse,
+    NamedTextInputs,
+    NamedTextInstance,
+    TFPredictRequest,
+    TFPredictResponse,
+    TFServingError,
+)
+from service.tokenizer import PAD_ID
+
+bp = Blueprint("tfserving", __name__)
+answer_errors_as_standard(bp)
+
+TEXT_SIGNATURE = "predict_text"  # strings [batch] → probability, token_ids, n_tokens (training/export.py)
+TEXT_INPUT = "texts"
+DEFAULT_SIGNATURE = "serving_default"
+PARAMETERS = {"name": "The model's name (SENTIMENT_MODEL_NAME).", "version": "A version number; only the served one is available."}
+NOT_FOUND = "Unknown model, or a version that is not served."
+
+_float32 = struct.Struct("<f")
+
+
+def float32_json(value: float) -> float:
+    """A float32 as TensorFlow Serving prints it: 6 significant digits if they read back as the same float32, else 9."""
+    for digits in (6, 9):
+        shortest = float(f"{value:.{digits}g}")
+        if _float32.unpack(_float32.pack(shortest))[0] == value:
+            return shortest
+    return value
+
+
+def _served_version(path: Inference, name: str, version: int | None, kind: str) -> int:
+    """The served version when ``name``/``version`` designate it; otherwise TensorFlow Serving's 404 for ``kind``."""
+    model = path.model
+    if ":" in name:  # TensorFlow Serving's URL pattern takes no ':' in a name
+        raise BadRequest(f"Malformed request: {request.method} {request.path}")
+    if name != model.name:
+        if kind == "status":
+            raise NotFound(f"Could not find any versions of model {name}")
+        raise NotFound(f"Servable not found for request: Latest({name})")
+    if version is None or version == model.version:
+        return model.version
+    if kind == "status":
+        message = f"Could not find version {version} of model {name}"
+    else:
+        message = f"Servable not found for request: Specific({name}, {version})"
+    if is_complete(model.path.parent / str(version)):
+        message += f" (version {version} is in the model store, but this server serves version {model.version} only)"
+    raise NotFound(message)
+
+
+_STATUS_RESPONSES = {200: ("The served version is AVAILABLE.", ModelStatusResponse), 400: "A malformed URL.", 404: NOT_FOUND}
+
+
+@bp.get("/v1/models/<name>")
+@documented(
+    "Model status (TensorFlow Serving)",
+    tag="tensorflow-serving",
+    description="The versions this server has loaded: the served one.",
+    responses=_STATUS_RESPONSES,
+    errors=TFServingError,
+    parameters=PARAMETERS,
+)
+def model_status(name: str) -> Response:
+    return _status(name, None)
+
+
+@bp.get("/v1/models/<name>/versions/<int:version>")
+@documented(
+    "Model version status (TensorFlow Serving)",
+    tag="tensorflow-serving",
+    responses=_STATUS_RESPONSES,
+    errors=TFServingError,
+    parameters=PARAMETERS,
+)
+def model_version_status(name: str, version: int) -> Response:
+    return _status(name, version)
+
+
+def _status(name: str, version: int | None) -> Response:
+    served = _served_version(inference(), name, version, "status")
+    status = {"version": str(served), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+    return json_response({"model_version_status": [status]})
+
+
+_METADATA_RESPONSES = {
+    200: ("Every signature of the SavedModel, in TensorFlow Serving's JSON form.", ModelMetadataResponse),
+    400: "A malformed URL.",
+    404: NOT_FOUND + " Also for an export whose metadata.json has no signature_defs (see training/signatures.py).",
+}
+
+
+@bp.get("/v1/models/<name>/metadata")
+@documented(
+    "Model metadata: signatures (TensorFlow Serving)",
+    tag="tensorflow-serving",
+    responses=_METADATA_RESPONSES,
+    errors=TFServingError,
+    parameters=PARAMETERS,
+)
+def model_metadata(name: str) -> Response:
+    return _metadata(name, None)
+
+
+@bp.get("/v1/models/<name>/versions/<int:version>/metadata")
+@documented(
+    "Model version metadata: signatures (TensorFlow Serving)",
+    tag="tensorflow-serving",
+    responses=_METADATA_RESPONSES,
+    errors=TFServingError,
+    parameters=PARAMETERS,
+)
+def model_version_metadata(name: str, version: int) -> Response:
+    return _metadata(name, version)
+
+
+def _metadata(name: str, version: int | None) -> Response:
+    path = inference()
+    served = _served_version(path, name, version, "metadata")
+    signatures = path.model.metadata.get("signature_defs")
+    if not signatures:
+        raise NotFound(
+            f"version {served} of model {name} has no signature_defs in its metadata.json (python -m training.signatures adds them)"
+        )
+    spec = {"name": path.model.name, "version": str(served), "signature_name": ""}
+    return json_response({"model_spec": spec, "metadata": {"signature_def": {"signature_def": signatures}}})
+
+
+_PREDICT_DOC = {
+    "tag": "tensorflow-serving",
+    "description": 'Signature "predict_text" only. Any content type is read as JSON, as TensorFlow Serving does.',
+    "request": Body(
+        TFPredictRequest,
+        examples={
+            "row form": {
+                "signature_name": "predict_text",
+                "instances": ["A moving, beautifully acted film.", "Dull, predictable and far too long."],
+            },
+            "columnar form": {"signature_name": "predict_text", "inputs": {"texts": ["A moving, beautifully acted film."]}},
+        },
+    ),
+    "responses": {
+        200: (
+            '"predictions" (one object per instance) for the row form, "outputs" (one list per output) for the columnar form.',
+            TFPredictResponse,
+        ),
+        400: "Malformed JSON, a signature other than predict_text, a value that is not a text, an empty or blank text, a NUL.",
+        404: NOT_FOUND,
+        413: "Body over the limit, too many texts, or a text too long.",
+    },
+    "errors": TFServingError,
+    "deadline": True,
+    "parameters": PARAMETERS,
+}
+
+
+@bp.post("/v1/models/<name>:predict")
+@documented("Predict (TensorFlow Serving)", **_PREDICT_DOC)
+@inference_route
+def predict(name: str) -> Response:
+    return _predict(name, None)
+
+
+@bp.post("/v1/models/<name>/versions/<int:version>:predict")
+@documented("Predict with a model version (TensorFlow Serving)", **_PREDICT_DOC)
+@inference_route
+def predict_version(name: str, version: int) -> Response:
+    return _predict(name, version)
+
+
+def _predict(name: str, version: int | None) -> Response:
+    path = inference()
+    _served_version(path, name, version, "predict")
+    parsed = _parse_predict(path, request.get_data(cache=False))  # any content type, as TensorFlow Serving reads any
+    row_form = parsed.instances is not None
+    if row_form:
+        texts = path.check_texts(_row_texts(parsed.instances), "instances")
+    else:
+        texts = path.check_texts(_columnar_texts(parsed.inputs), "inputs")
+    predictions = path.predict(texts, deadline_seconds(path.settings.default_deadline_ms))
+    outputs = {
+        "n_tokens": [p.tokens for p in predictions],
+        "probability": [float32_json(p.score) for p in predictions],
+        "token_ids": _signature_token_ids(predictions),
+        "windows": [p.windows for p in predictions],
+    }
+    if row_form:
+        return json_response({"predictions": [dict(zip(outputs, row, strict=True)) for row in zip(*outputs.values(), strict=True)]})
+    return json_response({"outputs": outputs})
+
+
+def _signature_token_ids(predictions: list[Prediction]) -> list[list[int]]:
+    """The ``token_ids`` output of ``predict_text``: the ids each text was read as (its windows, in order),
+    right-padded with 0 to the longest."""
+    ids = [[token for window in p.encoded.windows for token in window] for p in predictions]
+    width = max(len(row) for row in ids)
+    return [row + [PAD_ID] * (width - len(row)) for row in ids]
+
+
+def _parse_predict(path: Inference, body: bytes) -> TFPredictRequest:
+    """The request, validated; the signature is checked first, as TensorFlow Serving reads its inputs only then."""
+    payload = parse_json(body)
+    if not isinstance(payload, dict):
+        raise BadRequest("JSON Value: the body is not an object")
+    signature_name = payload.get("signature_name")
+    if signature_name is not None and not isinstance(signature_name, str):
+        raise BadRequest("not formatted correctly: 'signature_name' key must be a string value")
+    _check_signature(path, signature_name)
+    try:
+        parsed = TFPredictRequest.model_validate(payload)
+    except ValidationError as exc:
+        raise BadRequest(validation_problems(exc)) from None
+    if (parsed.instances is None) == (parsed.inputs is None):
+        if parsed.instances is None:
+            raise BadRequest("Missing 'inputs' or 'instances' key")
+        raise BadRequest("Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist")
+    return parsed
+
+
+def _check_signature(path: Inference, signature_name: str | None) -> None:
+    """Only the text signature is served; TensorFlow Serving's 400 for one the SavedModel does not have."""
+    name = signature_name or DEFAULT_SIGNATURE
+    if name == TEXT_SIGNATURE:
+        return
+    known = path.model.metadata.get("signature_defs") or {}
+    if name in known or name in path.model.metadata.get("serving", {}).get("signatures", {}).values():
+        raise BadRequest(
+            f'signature "{name}" takes token ids, which this server computes itself: send "signature_name": "{TEXT_SIGNATURE}" '
+            f'with texts (a request without "signature_name" means "{DEFAULT_SIGNATURE}")'
+        )
+    raise BadRequest(f'Serving signature name: "{name}" not found in signature def')
+
+
+def _row_texts(instances: list) -> list[str]:
+    if not instances:
+        raise BadRequest("JSON Value: No values in 'instances' array")
+    named = isinstance(instances[0], NamedTextInstance)
+    texts = []
+    for index, item in enumerate(instances):
+        if isinstance(item, NamedTextInstance) != named:
+            kind = "object" if named else "value/list"
+            raise BadRequest(f"Expecting {kind} but got {'list' if named else 'object'} at item {index} of input list")
+        texts.append(_text(item.texts if named else item, f"instances[{index}]"))
+    return texts
+
+
+def _columnar_texts(inputs: list | NamedTextInputs) -> list:
+    values = inputs.texts if isinstance(inputs, NamedTextInputs) else inputs
+    return [_text(value, f"inputs[{index}]") for index, value in enumerate(values)]
+
+
+def _text(value: str | Base64Value, where: str) -> str:
+    """A text, or its ``{"b64": ...}`` form decoded (it must be base64 of UTF-8 text)."""
+    if isinstance(value, str):
+        return value
+    try:
+        return base64.b64decode(value.b64, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"{where}: Unable to base64 decode to UTF-8 text") from None
