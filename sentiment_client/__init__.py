@@ -1,0 +1,37 @@
+"""Client of the sentiment service's HTTP API, standard library only.
+
+    from sentiment_client import SentimentClient
+    client = SentimentClient("http://127.0.0.1:8000")
+    print(client.predict(["A moving film.", "Dull and far too long."]))
+
+From a shell: ``python -m sentiment_client "text" ...`` (``--help`` says more).
+"""
+
+from sentiment_client.client import FALLBACK_MAX_TEXTS, Limits, SentimentClient
+from sentiment_client.errors import (
+    BadRequestError,
+    DeadlineExceededError,
+    OverloadedError,
+    PayloadTooLargeError,
+    SentimentError,
+    TransportError,
+    UnavailableError,
+)
+from sentiment_client.results import Explanation, ModelRef, Prediction, TokenWeight
+
+__all__ = [
+    "FALLBACK_MAX_TEXTS",
+    "BadRequestError",
+    "DeadlineExceededError",
+    "Explanation",
+    "Limits",
+    "ModelRef",
+    "OverloadedError",
+    "PayloadTooLargeError",
+    "Prediction",
+    "SentimentClient",
+    "SentimentError",
+    "TokenWeight",
+    "TransportError",
+    "UnavailableError",
+]
