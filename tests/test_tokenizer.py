@@ -102,3 +102,19 @@ def test_spans_point_into_the_text_as_sent_and_give_the_same_tokens():
         spans = split_words_with_spans(text)
         assert [t for t, _, _ in spans] == split_words(text), repr(text)
         assert all(0 <= a < b <= len(text) for _, a, b in spans) and [a for _, a, _ in spans] == sorted(a for _, a, _ in spans)
+
+
+def test_the_ascii_spans_agree_with_the_general_path():
+    """ASCII texts take a one-regex path; a non-ASCII word appended after a space sends the same text down the
+    general (character by character) path, whose spans for the text's own tokens must be the same."""
+    import random
+
+    from service.tokenizer import split_words_with_spans
+
+    rng = random.Random(1)
+    pieces = [chr(c) for c in range(128)] + ["<br />", "<br>", "<BR/>", "<br\t/>", "don't", "'x'", "''", "a`b", "rock'n'roll", "a''b"]
+    for _ in range(5000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 40)))
+        general = split_words_with_spans(text + " é")
+        assert general[-1] == ("é", len(text) + 1, len(text) + 2)
+        assert split_words_with_spans(text) == general[:-1], repr(text)

@@ -26,13 +26,16 @@ Dense(1, sigmoid)``; dropout layers are the identity at inference):
   for before it takes traffic. Wider inputs take the same loop without XLA.
 
 **Explanations** (`explanation`): gradient × input on each token's word
-vector, ``∂logit/∂e_t · e_t``, computed through the same loop by back-propagation
-under XLA (about 1.4 times a prediction's CPU). A word vector enters the network
-only through the input projection ``x = e @ W_in + b`` (the gate table row), so
-``∂logit/∂e · e = ∂logit/∂x · (x - b)``: the loop reads its inputs from the
-gathered rows, and the gradient is taken with respect to them. Chosen over the
-additive split of the mean-pooled logit (free, but far less faithful to what
-deleting a word does: `training.explanations` measures both against occlusion).
+vector, ``∂logit/∂e_t · e_t``. A word vector enters the network only through
+the input projection ``x = e @ W_in + b`` (the gate table row), so
+``∂logit/∂e · e = ∂logit/∂x · (x - b)``: the forward loop keeps each step's gate
+pre-activations and cell state, and a written-out backward loop
+(`FusedLSTM._backward`) carries the gradient back through the steps, giving
+each position its value as it passes (about 2.8 times a prediction's model
+CPU, measured; automatic differentiation of the loop cost 80 times). Chosen
+over the additive split of the mean-pooled logit (free, but far less faithful
+to what deleting a word does: `training.explanations` measures both against
+occlusion).
 """
 
 from __future__ import annotations
@@ -56,12 +59,14 @@ class UnsupportedModel(ValueError):
     """The Keras model is not of the family this graph reproduces."""
 
 
-class _Step(NamedTuple):
-    """What one step of the loop produced, per direction ``d`` (axis 0) and row ``b``."""
+class _Trace(NamedTuple):
+    """What the forward loop kept of every step ``t`` for the backward pass, per direction ``d`` and row ``b``."""
 
-    outputs: tf.Tensor  # [D, B, units]: each direction's output at this step
-    positions: tf.Tensor  # [D, B]: the position of the row each direction read
-    valid: tf.Tensor  # [D, B]: False where that position is padding (the state was carried over)
+    z: tf.TensorArray  # [D, B, 4u]: the gates' pre-activations
+    c_prev: tf.TensorArray  # [D, B, u]: the cell state the step started from
+    positions: tf.TensorArray  # [D, B]: the position of the row each direction read
+    valid: tf.TensorArray  # [D, B]: False where that position is padding (the state was carried over)
+    steps: tf.Tensor  # how many steps ran
 
 
 def _layer_or_none(model: keras.Model, name: str) -> keras.layers.Layer | None:
@@ -123,27 +128,72 @@ class FusedLSTM(tf.Module):
 
     def explanation(self, token_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """P(positive) ``[batch]``, the logit ``[batch]``, and gradient × input of each position's word vector
-        ``[batch, width]`` (0 on padding); rows are independent, so the gradient of their sum is each row's own."""
-        inputs = tf.gather(self.gate_tables, token_ids, axis=1)  # [D, B, width, 4u]: e @ W_in + b of every position
-        with tf.GradientTape() as tape:
-            tape.watch(inputs)
-            logit = self._logit(token_ids, inputs)
-            total = tf.reduce_sum(logit)
-        gradient = tape.gradient(total, inputs)
-        contributions = tf.einsum("dbwk,dbwk->bw", gradient, inputs - self.input_biases[:, None, None, :])
-        return tf.sigmoid(logit), logit, contributions
+        ``[batch, width]`` (0 on padding).
 
-    def _logit(self, token_ids: tf.Tensor, inputs: tf.Tensor | None = None) -> tf.Tensor:
-        pooled, last_state, counts = self._run(token_ids, inputs)
+        The backward pass is written out (`_backward`) rather than left to automatic differentiation: the
+        gradient of the loop's per-step gathers would add a tensor the size of the whole input at every step
+        (~80 times a prediction's cost, measured); written out, a step's gradient goes straight to the
+        one position it read. Rows are independent: a text's weights do not depend on its batch-mates.
+        """
+        counts = tf.reduce_sum(tf.cast(token_ids != 0, tf.int32), axis=1)
+        pooled, last_state, _, trace = self._run(token_ids, keep_trace=True)
+        logit = self._head(pooled, last_state, counts)
+        return tf.sigmoid(logit), logit, self._backward(token_ids, counts, trace)
+
+    def _head(self, pooled: tf.Tensor, last_state: tf.Tensor, counts: tf.Tensor) -> tf.Tensor:
+        """The logit from the loop's outputs: masked mean (or final state), then the dense unit."""
         per_direction = pooled / tf.cast(tf.maximum(counts, 1), tf.float32)[None, :, None] if self.mean_pooling else last_state
         features = tf.reshape(tf.transpose(per_direction, [1, 0, 2]), [-1, self.directions * self.units])  # Keras' concat order
         return (tf.matmul(features, self.dense_kernel) + self.dense_bias)[:, 0]
 
-    def _run(self, ids: tf.Tensor, inputs: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """The loop: sum of valid outputs ``[D, B, u]``, final outputs ``[D, B, u]``, tokens per row ``[B]``.
+    def _logit(self, token_ids: tf.Tensor) -> tf.Tensor:
+        pooled, last_state, counts = self._run(token_ids)[:3]
+        return self._head(pooled, last_state, counts)
 
-        A step's input rows come from the gate tables, or from ``inputs`` ``[D, B, width, 4u]`` (the same rows,
-        gathered beforehand, so that a gradient can be taken with respect to them)."""
+    def _backward(self, ids: tf.Tensor, counts: tf.Tensor, trace: _Trace) -> tf.Tensor:
+        """∂logit/∂x · (x - b) at every position, back through the steps the forward loop recorded.
+
+        Per step and direction (``x`` is the gate table row read, ``z = x + h @ R``, gates i, f, g, o):
+        ``dc = dh·o·(1 - tanh²c) + dc_next``, ``dz = [dc·g·i(1-i), dc·c_prev·f(1-f), dc·i·(1-g²), dh·tanh c·o(1-o)]``,
+        ``dh_prev = dz @ Rᵀ``, ``dc_prev = dc·f``; on a padding step the gradients pass through unchanged.
+        The logit adds ``w_d / length`` to every valid output (mean pooling), or ``w_d`` to the final state.
+        """
+        batch, width = tf.shape(ids)[0], tf.shape(ids)[1]
+        weights = tf.reshape(self.dense_kernel[:, 0], [self.directions, 1, self.units])  # [D, 1, u]
+        per_output = weights / tf.cast(tf.maximum(counts, 1), tf.float32)[None, :, None] if self.mean_pooling else tf.zeros_like(weights)
+        final = tf.zeros_like(weights) if self.mean_pooling else weights
+        transposed = tf.transpose(self.recurrent_kernels, [0, 2, 1])  # [D, 4u, u]
+        rows = tf.tile(tf.range(batch)[None, :], [self.directions, 1])  # [D, B]
+        zeros = tf.zeros([self.directions, batch, self.units])
+
+        def body(t, dh, dc, contributions):
+            z, c_prev, positions, valid = trace.z.read(t), trace.c_prev.read(t), trace.positions.read(t), trace.valid.read(t)
+            # Recomputing the activations costs less than storing them (measured: memory traffic dominates).
+            i, f, g, o = tf.split(z, 4, axis=-1)
+            i, f, g, o = tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
+            tanh_c = tf.tanh(f * c_prev + i * g)
+            keep = valid[..., None]
+            dh_out = tf.where(keep, dh + per_output, 0.0)
+            dc_cell = tf.where(keep, dc, 0.0) + dh_out * o * (1 - tanh_c * tanh_c)
+            dz = tf.concat(
+                [dc_cell * g * i * (1 - i), dc_cell * c_prev * f * (1 - f), dc_cell * i * (1 - g * g), dh_out * tanh_c * o * (1 - o)], -1
+            )
+            step_ids = tf.transpose(tf.gather(ids, tf.transpose(positions), batch_dims=1))
+            x = tf.gather(self.gate_tables, step_ids, batch_dims=1) - self.input_biases[:, None, :]  # e @ W_in
+            value = tf.where(valid, tf.reduce_sum(dz * x, axis=-1), 0.0)  # [D, B]
+            contributions = tf.tensor_scatter_nd_add(
+                contributions, tf.reshape(tf.stack([rows, positions], -1), [-1, 2]), tf.reshape(value, [-1])
+            )
+            dh = tf.where(keep, tf.matmul(dz, transposed), dh)
+            dc = tf.where(keep, dc_cell * f, dc)
+            return t - 1, dh, dc, contributions
+
+        start = (trace.steps - 1, final + zeros, zeros, tf.zeros([batch, width]))
+        return tf.while_loop(lambda t, *_: t >= 0, body, start, maximum_iterations=width)[3]
+
+    def _run(self, ids: tf.Tensor, keep_trace: bool = False):
+        """The loop: sum of valid outputs ``[D, B, u]``, final outputs ``[D, B, u]``, tokens per row ``[B]``, and
+        with ``keep_trace`` what `_backward` needs of every step (`_Trace`)."""
         batch, width = tf.shape(ids)[0], tf.shape(ids)[1]
         present = ids != 0
         counts = tf.reduce_sum(tf.cast(present, tf.int32), axis=1)
@@ -152,29 +202,29 @@ class FusedLSTM(tf.Module):
         steps = tf.reduce_max(ends)
         zeros = tf.zeros([self.directions, batch, self.units])
 
-        def step(t: tf.Tensor, h: tf.Tensor, c: tf.Tensor) -> tuple[_Step, tf.Tensor, tf.Tensor]:
-            """Step ``t`` of every direction: what it output, and the state carried to the next step."""
+        def body(t, h, c, pooled, *arrays):
             positions = tf.stack([tf.fill([batch], t), tf.maximum(ends - 1 - t, 0)][: self.directions])  # [D, B]
             step_ids = tf.transpose(tf.gather(ids, tf.transpose(positions), batch_dims=1))  # [D, B]
             valid = (step_ids != 0) & (t < ends)[None, :]
-            if inputs is None:
-                x = tf.gather(self.gate_tables, step_ids, batch_dims=1)  # [D, B, 4u]
-            else:
-                x = tf.gather(inputs, positions, axis=2, batch_dims=2)
-            z = x + tf.matmul(h, self.recurrent_kernels)
+            z = tf.gather(self.gate_tables, step_ids, batch_dims=1) + tf.matmul(h, self.recurrent_kernels)  # [D, B, 4u]
             i, f, g, o = tf.split(z, 4, axis=-1)
             new_c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
             new_h = tf.sigmoid(o) * tf.tanh(new_c)
             keep = valid[..., None]
-            return _Step(new_h, positions, valid), tf.where(keep, new_h, h), tf.where(keep, new_c, c)
+            if arrays:
+                arrays = tuple(array.write(t, value) for array, value in zip(arrays, (z, c, positions, valid), strict=True))
+            return (t + 1, tf.where(keep, new_h, h), tf.where(keep, new_c, c), pooled + tf.where(keep, new_h, 0.0), *arrays)
 
-        def body(t, h, c, pooled):
-            out, h, c = step(t, h, c)
-            return t + 1, h, c, pooled + tf.where(out.valid[..., None], out.outputs, 0.0)
-
-        # maximum_iterations: the gradient of a while loop needs a bound on its trip count
-        _, h, _, pooled = tf.while_loop(lambda t, *_: t < steps, body, (tf.constant(0), zeros, zeros, zeros), maximum_iterations=width)
-        return pooled, h, counts
+        arrays = ()
+        if keep_trace:
+            arrays = tuple(
+                tf.TensorArray(dtype, size=width, clear_after_read=False) for dtype in (tf.float32, tf.float32, tf.int32, tf.bool)
+            )
+        # maximum_iterations: a bound the compiler can size the trace by
+        _, h, _, pooled, *arrays = tf.while_loop(
+            lambda t, *_: t < steps, body, (tf.constant(0), zeros, zeros, zeros, *arrays), maximum_iterations=width
+        )
+        return pooled, h, counts, (_Trace(*arrays, steps) if keep_trace else None)
 
     def serve(self, token_ids: tf.Tensor) -> tf.Tensor:
         """`probability` with the inputs padded to the bounded set of shapes `compiled` is called with."""
