@@ -6,18 +6,20 @@ DATA ?= ../shared/data/aclImdb_v1_labeled.tar.gz
 UNLABELED ?= ../shared/data/aclImdb_v1_unsup.tar.gz
 MODEL ?=
 TRAIN_ARGS ?=
+PEERS ?=
+BENCH_ARGS ?=
 
-.PHONY: run test lint train evaluate bench clean
+.PHONY: run test test-quick lint train evaluate bench clean
 
 $(PY):
 	$(PYTHON_BIN) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(VENV)/.runtime: requirements.txt | $(PY)
+$(VENV)/.runtime: requirements.txt requirements-api.txt requirements-worker.txt | $(PY)
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
-$(VENV)/.dev: requirements.txt requirements-dev.txt | $(PY)
+$(VENV)/.dev: requirements.txt requirements-api.txt requirements-worker.txt requirements-dev.txt | $(PY)
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(VENV)/.runtime $@
 
@@ -31,6 +33,11 @@ test: $(VENV)/.dev
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
 
+## Everything but the slow end-to-end tests (browser, Prometheus, schemathesis, committed model served): while working.
+test-quick: $(VENV)/.dev
+	$(PY) -m ruff check .
+	$(PY) -m pytest -m "not slow"
+
 lint: $(VENV)/.dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
@@ -39,13 +46,15 @@ lint: $(VENV)/.dev
 train: $(VENV)/.dev
 	$(PY) -m training --data $(DATA) $(if $(UNLABELED),--unlabeled $(UNLABELED)) --out model_store $(TRAIN_ARGS)
 
-## Full metrics of a model version (MODEL=model_store/sentiment/N, default: the highest) on DATA's test split.
+## A model version (MODEL=model_store/sentiment/N, default: the highest): long-text policies compared on its validation split, then full metrics on DATA's test split.
 evaluate: $(VENV)/.dev
-	$(PY) -m training.evaluate --data $(DATA) $(if $(MODEL),--model $(MODEL)) --baseline --truncation
+	$(PY) -m training.evaluate --data $(DATA) $(if $(MODEL),--model $(MODEL)) --split validation --long-texts
+	$(PY) -m training.evaluate --data $(DATA) $(if $(MODEL),--model $(MODEL)) --baseline --long-texts
 
-## This service against the naive one-request-one-model-call design, side by side.
+## This service against the naive design, an HTTP echo, itself with a free model, with explanations and
+## with head+tail long texts, side by side (PEERS=bentoml adds BentoML, installed in .venv-bentoml).
 bench: $(VENV)/.dev
-	$(PY) -m bench
+	$(PY) -m bench $(if $(PEERS),--peers $(PEERS)) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,13 +1,29 @@
-"""``python -m bench`` (``make bench``): this service against the naive design, side by side.
+"""``python -m bench`` (``make bench``): this service against other designs, side by side, in one run.
 
-Both run on this machine at the same time (idle while the other is measured),
-with the committed model, and are loaded in turn by ``wrk`` with real IMDB test
-reviews at the same concurrency; each round measures both, and the table reports
-every round, the medians and the ratio. Each round also reads, from ``/proc``,
-the CPU time every process of each design used: on a machine where all of it
-competes for the same cores, CPU per request is what bounds the ratio. Also: the
-model alone (reviews/s and CPU per review at batch 1 and 128) and the tokenizer
-(time to encode a review).
+Designs, all running on this machine at once (idle while another is measured),
+each loaded in turn by ``wrk`` with the same real IMDB test reviews at the same
+concurrency, round after round:
+
+* ``naive``: one Flask app under gunicorn that calls the model once per request,
+  in its own process (with the same model graph as the service);
+* ``service``: this service as ``make run`` starts it; ``explain``: the same
+  processes, every request asking for explanations (``"explain": true``);
+  ``head_tail``: the same service reading long texts by their first and last
+  tokens only (``SENTIMENT_LONG_TEXT_POLICY=head_tail``), the cost of reading
+  them whole in windows;
+* ``echo``: Flask under gunicorn answering the same bodies with no work at all:
+  the HTTP ceiling of this machine;
+* ``null``: this service's API, Redis and worker loop around a model call that
+  costs nothing (`bench.null_worker`): what the serving path itself costs;
+* ``bentoml`` (``--peers bentoml``, ``make bench PEERS=bentoml``): BentoML with
+  adaptive batching, 2 workers, serving the same SavedModel's ``predict_text``,
+  installed into a virtualenv of its own.
+
+Each round also reads, from ``/proc``, the CPU time every process of the
+design under load used, per request answered: on a machine where everything
+competes for the same cores, CPU per request is what bounds throughput. Also
+measured: the model alone (reviews/s and CPU per review at batch 1 and 128) and
+the tokenizer.
 """
 
 from __future__ import annotations
@@ -23,12 +39,17 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.config import ROOT
-from service.embedded_redis import free_port
+from service.embedded_redis import EmbeddedRedis, free_port
 
 WRK_SCRIPT = Path(__file__).with_name("wrk_post.lua")
+GUNICORN_CONF = str(ROOT / "service" / "gunicorn_conf.py")
+BENTOML_VENV = ROOT / ".venv-bentoml"
+BENTOML_REQUIREMENTS = Path(__file__).with_name("requirements-bentoml.txt")
 
 
 def load_reviews(path: Path, n: int, seed: int) -> list[str]:
@@ -38,13 +59,13 @@ def load_reviews(path: Path, n: int, seed: int) -> list[str]:
     return random.Random(seed).sample(texts, min(n, len(texts)))
 
 
-def wait_ready(url: str, timeout_s: float = 180, body: bytes | None = None) -> None:
+def wait_ready(url: str, timeout_s: float = 300, body: bytes | None = None) -> None:
     """Until ``url`` answers 200 (a GET, or a JSON POST of ``body``)."""
     give_up_at = time.monotonic() + timeout_s
     while time.monotonic() < give_up_at:
         request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"} if body else {})
         try:
-            with urllib.request.urlopen(request, timeout=2) as response:
+            with urllib.request.urlopen(request, timeout=5) as response:
                 if response.status == 200:
                     return
         except OSError:
@@ -53,7 +74,15 @@ def wait_ready(url: str, timeout_s: float = 180, body: bytes | None = None) -> N
     raise SystemExit(f"{url} not ready after {timeout_s}s")
 
 
-CPU_ROLES = (("service.worker", "worker"), ("redis-server", "redis"), ("gunicorn", "api"))
+# A process's role, by a needle in its command line (first match wins).
+CPU_ROLES = (
+    ("service.worker", "worker"),
+    ("bench.null_worker", "worker"),
+    ("redis-server", "redis"),
+    ("gunicorn", "api"),
+    ("bentoml", "api"),
+)
+ROLES = ("api", "worker", "redis")
 
 
 def stat_fields(pid: int) -> list[str]:
@@ -96,11 +125,41 @@ def cpu_seconds(roles: dict[int, str]) -> dict[str, float]:
     return used
 
 
-def measure(root: int, port: int, args, bodies: Path) -> dict:
+@dataclass
+class Design:
+    """One system under test: its processes, where it listens, what it is sent."""
+
+    name: str
+    label: str
+    port: int
+    bodies: Path
+    processes: list[subprocess.Popen] = field(default_factory=list)
+    ready: Callable[[], None] = lambda: None
+    cleanup: Callable[[], None] = lambda: None
+
+    def roles(self) -> dict[int, str]:
+        roles: dict[int, str] = {}
+        for process in self.processes:
+            roles.update(process_roles(process.pid))
+        return roles
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.cleanup()
+
+
+def measure(design: Design, args) -> dict:
     """One ``wrk`` run, plus the CPU milliseconds per request of each of the design's processes."""
-    roles = process_roles(root)
+    roles = design.roles()
     before = cpu_seconds(roles)
-    result = run_wrk(port, args.connections, args.seconds, bodies, args.wrk_threads)
+    result = run_wrk(design.port, args.connections, args.seconds, design.bodies, args.wrk_threads)
     after = cpu_seconds(roles)
     requests = max(result["requests"], 1)
     result["cpu_ms"] = {role: 1000 * (after.get(role, 0.0) - used) / requests for role, used in before.items()}
@@ -133,10 +192,11 @@ def run_wrk(port: int, connections: int, seconds: int, bodies: Path, threads: in
 
 
 def model_alone(texts: list[str]) -> dict:
-    """Reviews/s of the SavedModel alone, and the tokenizer's time per review."""
+    """Reviews/s and CPU per review of the served SavedModel alone, and the tokenizer's time per review."""
     import numpy as np
 
-    from service.model import SentimentModel
+    from service.config import load_settings
+    from service.model import SentimentModel, configure_devices
     from service.model_store import resolve
 
     version = resolve(ROOT / "model_store" / "sentiment")
@@ -145,12 +205,12 @@ def model_alone(texts: list[str]) -> dict:
     encoded = tokenizer.encode_batch(texts)
     encode_us = (time.perf_counter() - started) / len(texts) * 1e6
     words = np.mean([len(t.split()) for t in texts])
-    model = SentimentModel(version)
+    model = SentimentModel(version, configure_devices(load_settings().tf_threads))
     model.warm_up()
-    out = {"encode_us_per_review": encode_us, "mean_words": float(words)}
+    out = {"model": f"{version.name} v{version.version}", "encode_us_per_review": encode_us, "mean_words": float(words)}
+    sequences = [window for e in encoded for window in e.windows]  # what the model reads: long reviews in windows
     for batch in (1, 128):
-        sequences = [e.ids for e in encoded]
-        n = 200 if batch == 1 else 2048
+        n = 300 if batch == 1 else 2048
         started, cpu_started = time.perf_counter(), time.process_time()
         for start in range(0, n, batch):
             model.predict(sequences[start % len(sequences) : start % len(sequences) + batch])
@@ -159,99 +219,207 @@ def model_alone(texts: list[str]) -> dict:
     return out
 
 
+def spawn(command: list[str], env: dict[str, str], log) -> subprocess.Popen:
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
+
+
+def start_designs(args, work: Path, texts: list[str], log) -> list[Design]:
+    """Start every design; the caller stops them."""
+    predict_bodies = work / "bodies.jsonl"
+    predict_bodies.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTIMENT_") and k != "PROMETHEUS_MULTIPROC_DIR"}
+    python = sys.executable
+    designs: list[Design] = []
+
+    naive = Design("naive", "naive: Flask + model per request", free_port(), predict_bodies)
+    naive.processes.append(
+        spawn(
+            [python, "-m", "gunicorn", "--workers", str(args.naive_processes), "--worker-class", "gthread", "--threads", "4",
+             "--bind", f"127.0.0.1:{naive.port}", "--no-control-socket", "--log-level", "warning", "bench.naive_app:create_app()"],
+            env, log,
+        )
+    )  # fmt: skip
+    naive.ready = lambda d=naive: wait_ready(f"http://127.0.0.1:{d.port}/predict", body=b'{"text": "warm up"}')
+    designs.append(naive)
+
+    service = Design("service", "this service (`make run` defaults)", free_port(), predict_bodies)
+    service.processes.append(spawn([python, "-m", "service.launcher"], {**env, "PORT": str(service.port)}, log))
+    service.ready = lambda d=service: wait_ready(f"http://127.0.0.1:{d.port}/readyz")
+    designs.append(service)
+
+    explain_bodies = work / "bodies-explain.jsonl"
+    explain_bodies.write_text("".join(json.dumps({"text": t, "explain": True}) + "\n" for t in texts), encoding="utf-8")
+    explain = Design("explain", 'this service, every request with `"explain": true`', service.port, explain_bodies)
+    explain.processes = service.processes  # the same processes, measured in their own turn
+    designs.append(explain)
+
+    head_tail = Design("head_tail", "this service, long texts read head + tail only", free_port(), predict_bodies)
+    head_tail_env = {**env, "PORT": str(head_tail.port), "SENTIMENT_LONG_TEXT_POLICY": "head_tail", "SENTIMENT_WORKER_METRICS_PORT": "0"}
+    head_tail.processes.append(spawn([python, "-m", "service.launcher"], head_tail_env, log))
+    head_tail.ready = lambda d=head_tail: wait_ready(f"http://127.0.0.1:{d.port}/readyz")
+    designs.append(head_tail)
+
+    echo = Design("echo", "echo: Flask + gunicorn, no work (HTTP ceiling)", free_port(), predict_bodies)
+    echo.processes.append(
+        spawn([python, "-m", "gunicorn", "-c", GUNICORN_CONF, "bench.echo_app:create_app()"], {**env, "PORT": str(echo.port)}, log)
+    )
+    echo.ready = lambda d=echo: wait_ready(f"http://127.0.0.1:{d.port}/predict", body=b'{"text": "warm up"}')
+    designs.append(echo)
+
+    redis = EmbeddedRedis().start()
+    null = Design("null", "this service, model call costing nothing", free_port(), predict_bodies)
+    null_env = {**env, "SENTIMENT_REDIS_URL": redis.url, "PORT": str(null.port), "SENTIMENT_WORKER_METRICS_PORT": str(free_port())}
+    null.processes += [
+        redis.process,
+        spawn([python, "-m", "gunicorn", "-c", GUNICORN_CONF, "service.app:create_app()"], null_env, log),
+        spawn([python, "-m", "bench.null_worker"], null_env, log),
+    ]
+    null.ready = lambda d=null: wait_ready(f"http://127.0.0.1:{d.port}/readyz")
+    null.cleanup = redis.cleanup
+    designs.append(null)
+
+    if "bentoml" in args.peers:
+        designs.append(start_bentoml(args, work, texts, env, log))
+    return designs
+
+
+def start_bentoml(args, work: Path, texts: list[str], env: dict[str, str], log) -> Design:
+    """BentoML, from a virtualenv of its own (created on first use), serving the served version's ``predict_text``."""
+    from service.model_store import resolve
+
+    bentoml = BENTOML_VENV / "bin" / "bentoml"
+    if not bentoml.exists():
+        print(f"installing BentoML into {BENTOML_VENV} ...", flush=True)  # noqa: T201
+        subprocess.run([sys.executable, "-m", "venv", str(BENTOML_VENV)], check=True)
+        pip = [str(BENTOML_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+        subprocess.run([*pip, "-r", str(BENTOML_REQUIREMENTS)], check=True)
+    bodies = work / "bodies-bentoml.jsonl"
+    bodies.write_text("".join(json.dumps({"texts": [t]}) + "\n" for t in texts), encoding="utf-8")
+    design = Design("bentoml", "BentoML, adaptive batching, 2 workers, same SavedModel", free_port(), bodies)
+    version = resolve(ROOT / "model_store" / "sentiment")
+    peer_env = {**env, "BENTOML_HOME": str(work / "bentoml"), "SENTIMENT_BENCH_MODEL": str(version.path)}
+    command = [str(bentoml), "serve", "bench.bentoml_service:Sentiment", "--port", str(design.port), "--host", "127.0.0.1"]
+    design.processes.append(spawn(command, peer_env, log))
+    design.ready = lambda: wait_ready(f"http://127.0.0.1:{design.port}/predict", body=b'{"texts": ["warm up"]}')
+    return design
+
+
 def main() -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "aclImdb_v1_labeled.tar.gz", help="IMDB archive/folder.")
     p.add_argument("--connections", type=int, default=64)
-    p.add_argument("--seconds", type=int, default=20, help="Measured seconds per system per round.")
+    p.add_argument("--seconds", type=int, default=20, help="Measured seconds per design per round.")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--reviews", type=int, default=2000, help="Distinct review texts sent in rotation.")
     p.add_argument("--naive-processes", type=int, default=2, help="gunicorn processes of the naive design (one per core).")
     p.add_argument("--wrk-threads", type=int, default=2)
+    p.add_argument("--peers", default="", help="Comma-separated other serving systems to measure too: bentoml.")
+    p.add_argument("--only", default="", help="Comma-separated designs to measure (default: all).")
     args = p.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
     if not args.data.exists():
         sys.exit(f"{args.data}: IMDB data not found (--data)")
+    args.peers = {peer for peer in args.peers.split(",") if peer}
+    unknown = args.peers - {"bentoml"}
+    if unknown:
+        sys.exit(f"unknown peer(s): {', '.join(sorted(unknown))}")
 
     texts = load_reviews(args.data, args.reviews, seed=0)
-    work = Path(tempfile.mkdtemp(prefix="sentiment-bench-"))
-    bodies = work / "bodies.jsonl"
-    bodies.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
     alone = model_alone(texts)
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTIMENT_")}
-    env["SENTIMENT_LOG_LEVEL"] = "WARNING"
-    ours_port, naive_port = free_port(), free_port()
+    work = Path(tempfile.mkdtemp(prefix="sentiment-bench-"))
     log = open(work / "servers.log", "wb")  # noqa: SIM115 - closed in finally
-    ours = subprocess.Popen(
-        [sys.executable, "-m", "service.launcher"], cwd=ROOT, env={**env, "PORT": str(ours_port)}, stdout=log, stderr=log
-    )
-    naive_cmd = [
-        sys.executable, "-m", "gunicorn", "--workers", str(args.naive_processes), "--worker-class", "gthread", "--threads", "4",
-        "--bind", f"127.0.0.1:{naive_port}", "--no-control-socket", "--log-level", "warning", "bench.naive_app:create_app()",
-    ]  # fmt: skip
-    naive = subprocess.Popen(naive_cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
-    results: dict[str, list[dict]] = {"naive": [], "service": []}
+    designs: list[Design] = []
     try:
-        wait_ready(f"http://127.0.0.1:{ours_port}/readyz")
-        wait_ready(f"http://127.0.0.1:{naive_port}/predict", body=b'{"text": "warm up"}')
-        for port in (naive_port, ours_port):  # warm both up
-            run_wrk(port, args.connections, 5, bodies, args.wrk_threads)
+        designs = start_designs(args, work, texts, log)
+        if args.only:
+            wanted = set(args.only.split(","))
+            designs = [d for d in designs if d.name in wanted]
+        for design in designs:
+            design.ready()
+        for design in designs:  # warm every design up
+            run_wrk(design.port, args.connections, 5, design.bodies, args.wrk_threads)
+        results: dict[str, list[dict]] = {d.name: [] for d in designs}
         for _ in range(args.rounds):
-            for name, port, process in (("naive", naive_port, naive), ("service", ours_port, ours)):
-                results[name].append(measure(process.pid, port, args, bodies))
-                print(name, json.dumps(results[name][-1]), flush=True)  # noqa: T201
+            for design in designs:
+                results[design.name].append(measure(design, args))
+                print(design.name, json.dumps(results[design.name][-1]), flush=True)  # noqa: T201
+    except BaseException:
+        log.flush()
+        print((work / "servers.log").read_text(errors="replace")[-3000:], file=sys.stderr)  # noqa: T201
+        raise
     finally:
-        for process in (ours, naive):
-            process.terminate()
-        for process in (ours, naive):
-            process.wait(30)
+        for design in designs:
+            if design.name != "explain":  # its processes are the service's
+                design.stop()
         log.close()
-    print(report(results, alone, args))  # noqa: T201
+    print(report(results, {d.name: d.label for d in designs}, alone, args))  # noqa: T201
     shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
-def report(results: dict[str, list[dict]], alone: dict, args) -> str:
+def report(results: dict[str, list[dict]], labels: dict[str, str], alone: dict, args) -> str:
     def median(name: str, key: str) -> float:
         return statistics.median(r[key] for r in results[name])
 
+    def cpu(name: str, role: str) -> float:
+        return statistics.median(r["cpu_ms"].get(role, 0.0) for r in results[name])
+
+    def ratio(a: str, b: str) -> str:
+        if a not in results or b not in results:
+            return "n/a"
+        value = statistics.median(x["rps"] / y["rps"] for x, y in zip(results[a], results[b], strict=True))
+        return f"**{value:.2f}x** (p99 {median(a, 'p99_ms'):.0f} ms against {median(b, 'p99_ms'):.0f} ms)"
+
     lines = [
-        f"`make bench`: {args.connections} connections, {args.rounds} rounds x {args.seconds} s per system, "
-        f"{args.reviews} IMDB test reviews (mean {alone['mean_words']:.0f} words) in rotation.",
+        f"`make bench`: {args.connections} connections, {args.rounds} rounds x {args.seconds} s per design, "
+        f"{args.reviews} IMDB test reviews (mean {alone['mean_words']:.0f} words), one per request, in rotation; model {alone['model']}.",
         "",
         "| design | req/s (median) | p50 ms | p99 ms | errors | req/s per round |",
         "|---|---|---|---|---|---|",
     ]
-    for name, label in (("naive", "naive: Flask + model per request"), ("service", "this service")):
+    for name in results:
         rounds = ", ".join(f"{r['rps']:.0f}" for r in results[name])
         errors = sum(r["errors"] for r in results[name])
         lines.append(
-            f"| {label} | {median(name, 'rps'):.0f} | {median(name, 'p50_ms'):.0f} | {median(name, 'p99_ms'):.0f} | {errors} | {rounds} |"
+            f"| {labels[name]} | {median(name, 'rps'):.0f} | {median(name, 'p50_ms'):.0f} | {median(name, 'p99_ms'):.0f} "
+            f"| {errors} | {rounds} |"
         )
-    ratio = statistics.median(s["rps"] / n["rps"] for s, n in zip(results["service"], results["naive"], strict=True))
-    p99_ratio = median("service", "p99_ms") / median("naive", "p99_ms")
     lines += [
         "",
-        f"Throughput ratio (service / naive, median of per-round ratios): **{ratio:.2f}x**; p99 ratio: {p99_ratio:.2f}.",
+        "Ratios (median of per-round throughput ratios):",
+        f"- service / naive: {ratio('service', 'naive')}",
+        f"- service / BentoML: {ratio('service', 'bentoml')}",
+        f"- null-model service / echo: {ratio('null', 'echo')}",
+        f"- explain / service: {ratio('explain', 'service')}",
+        f"- service (long texts in windows) / head + tail: {ratio('service', 'head_tail')}",
         "",
-        f"Model alone: {alone['reviews_per_s_batch_1']:.0f} reviews/s at batch 1, {alone['reviews_per_s_batch_128']:.0f} at batch 128; "
-        f"CPU per review {alone['cpu_ms_per_review_batch_1']:.1f} ms at batch 1, "
-        f"{alone['cpu_ms_per_review_batch_128']:.1f} ms at batch 128; "
-        f"tokenizer: {alone['encode_us_per_review']:.0f} us per review.",
-        "",
-        "CPU per request (ms, median of rounds; the naive design's model runs in its API processes; "
-        "the load generator's own CPU is not counted):",
+        "CPU per request (ms, median of rounds; the load generator's own CPU is not counted):",
         "",
         "| design | api | worker | redis | total |",
         "|---|---|---|---|---|",
     ]
-    columns = ("api", "worker", "redis")
-    for name, label in (("naive", "naive"), ("service", "this service")):
-        cpu = {role: statistics.median(r["cpu_ms"].get(role, 0.0) for r in results[name]) for role in columns}
-        cells = " | ".join(f"{cpu[role]:.2f}" if cpu[role] else "-" for role in columns)
-        lines.append(f"| {label} | {cells} | {sum(cpu.values()):.2f} |")
+    for name in results:
+        cells = " | ".join(f"{cpu(name, role):.2f}" if cpu(name, role) else "-" for role in ROLES)
+        lines.append(f"| {labels[name]} | {cells} | {sum(cpu(name, role) for role in ROLES):.2f} |")
+    if "service" in results and "explain" in results:
+        total = {name: sum(cpu(name, role) for role in ROLES) for name in ("service", "explain")}
+        lines += ["", f"Explanations cost {total['explain'] / total['service']:.2f}x the CPU of a plain prediction per request."]
+    if "service" in results and "null" in results:
+        lines += [
+            "",
+            f"The model inside the service (worker CPU of `service` minus that of `null`, per review): "
+            f"{cpu('service', 'worker') - cpu('null', 'worker'):.2f} ms. "
+            f"The serving path without the model (`null`: API + Redis + worker loop): "
+            f"{sum(cpu('null', role) for role in ROLES):.2f} ms per request.",
+        ]
+    lines += [
+        "",
+        f"Model alone: {alone['reviews_per_s_batch_1']:.0f} reviews/s at batch 1, {alone['reviews_per_s_batch_128']:.0f} at batch 128; "
+        f"CPU per review {alone['cpu_ms_per_review_batch_1']:.2f} ms at batch 1, "
+        f"{alone['cpu_ms_per_review_batch_128']:.2f} ms at batch 128; "
+        f"tokenizer: {alone['encode_us_per_review']:.0f} us per review.",
+    ]
     return "\n".join(lines)
 
 

@@ -101,8 +101,12 @@ class Settings(BaseSettings):
     api_processes: int = Field(2, ge=1)
     """gunicorn worker processes of the API."""
 
-    api_threads: int = Field(32, ge=1)
-    """Threads per API process: concurrent requests each process can wait on."""
+    api_worker_class: Literal["gevent", "gthread"] = "gevent"
+    """How an API process serves requests at once: ``gevent`` greenlets (a request waiting for its result costs
+    no OS thread, no switch through the kernel; the default) or ``gthread`` OS threads."""
+
+    api_concurrency: int = Field(256, ge=1)
+    """Requests each API process serves at once (gevent's connections, or gthread's threads)."""
 
     inference_workers: int = Field(1, ge=1)
     """Inference worker processes ``make run`` starts (one per GPU; one on a CPU)."""

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Callable
 
 from flask import Flask, Response, g, request
@@ -91,7 +91,7 @@ def install(app: Flask) -> None:
     def assign_request_id() -> None:
         g.started = time.perf_counter()
         given = request.headers.get(REQUEST_ID_HEADER)
-        g.request_id = given if given and _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        g.request_id = given if given and _REQUEST_ID.fullmatch(given) else os.urandom(16).hex()  # uuid4-random, cheaper
         if given is not None and given != g.request_id:
             raise BadRequest(f"{REQUEST_ID_HEADER} must be 1-128 characters of letters, digits and ._:/+=-")
 

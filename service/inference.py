@@ -10,8 +10,8 @@ way than through the Redis queue.
 from __future__ import annotations
 
 import math
+import os
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -115,7 +115,7 @@ class Inference:
             "windows": len(sequences),
         }
         retry = {"Retry-After": str(self.settings.retry_after_s)}
-        key = uuid.uuid4().hex  # never the client's id: two clients may send the same one
+        key = os.urandom(16).hex()  # never the client's id: two clients may send the same one
         waiter = self.listener.expect(key)
         try:
             if not self._workers_alive():

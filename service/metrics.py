@@ -53,9 +53,6 @@ WINDOW_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 32, 64)
 TEXTS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 96, 128, 256)
 PADDED_TOKEN_BUCKETS = (64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
-# Why a request was refused: the `reason` label of REQUESTS_REFUSED (the error codes of `service.errors`).
-REFUSAL_REASONS = ("bad_request", "too_large", "unsupported_media_type", "overloaded", "unavailable", "deadline_exceeded")
-
 # --- API tier ----------------------------------------------------------------------------
 HTTP_REQUESTS = Counter("sentiment_http_requests_total", "HTTP requests answered, by route and status.", ["route", "status"])
 HTTP_SECONDS = Histogram(

@@ -25,7 +25,7 @@ import uuid
 import redis
 
 from service import metrics
-from service.queue import RequestQueue, WorkerError, decode_result
+from service.queue import RequestQueue, decode_result
 
 log = logging.getLogger("service.results")
 
@@ -122,6 +122,3 @@ class ResultListener:
             waiter = self._waiting.pop(key, None)
             if waiter is not None:
                 waiter.deliver(RedisUnavailable(type(exc).__name__))
-
-
-__all__ = ["RedisUnavailable", "ResultListener", "Waiter", "WorkerError"]

@@ -70,7 +70,7 @@ def service(module_redis, tiny_model_store, tmp_path_factory):
             "SENTIMENT_MAX_BODY_BYTES": "65536",
             "SENTIMENT_QUEUE_MAX_REQUESTS": "16",
             "SENTIMENT_MAX_WINDOWS_PER_REQUEST": "32",  # 8 texts x 4 windows: never reached by an accepted count
-            "SENTIMENT_API_THREADS": "32",
+            "SENTIMENT_API_CONCURRENCY": "32",
         },
         log_dir=tmp_path_factory.mktemp("logs"),
     )

@@ -69,7 +69,7 @@ class Service:
                 "SENTIMENT_REDIS_URL": self.redis_url,
                 "SENTIMENT_MODEL_STORE": str(self.model_store),
                 "SENTIMENT_API_PROCESSES": str(self.api_processes),
-                "SENTIMENT_API_THREADS": "16",
+                "SENTIMENT_API_CONCURRENCY": "16",
                 "SENTIMENT_TF_THREADS": "1",
                 "SENTIMENT_WORKER_METRICS_PORT": "0",
                 "SENTIMENT_LOG_LEVEL": "WARNING",

@@ -146,7 +146,7 @@ def test_sigterm_finishes_the_batch_in_hand_then_exits(make_service, redis_serve
 
 
 def test_two_api_processes_and_two_workers_share_one_redis(make_service, redis_server):
-    svc = make_service(api_processes=2, settings={"SENTIMENT_API_THREADS": "16"})
+    svc = make_service(api_processes=2, settings={"SENTIMENT_API_CONCURRENCY": "16"})
     svc.start_api()
     svc.start_worker(wait_ready=False)
     svc.start_worker(wait_ready=False)
