@@ -45,6 +45,29 @@ Short texts unlike the training reviews, scored by this version at export:
 {rows}"""
 
 
+def _serving(meta: dict) -> str:
+    """How the exported version reads long texts, which graphs it serves, and how it explains a score."""
+    long_texts = meta.get("long_texts") or {"kind": "head_tail"}
+    if long_texts["kind"] == "windows":
+        cut = long_texts["window"] * long_texts["max_windows"]
+        how = (
+            f"a text longer than {long_texts['window']} tokens is read whole, in the fewest equal windows of at most "
+            f"{long_texts['window']} tokens, scored side by side; the text's score combines them "
+            f"({long_texts['aggregate'].replace('_', ' ')}). Past {long_texts['max_windows']} windows ({cut} tokens) the "
+            f"middle is cut (the first {cut // 2} and the last {cut - cut // 2} tokens are read)."
+        )
+    else:
+        how = "long texts are read by their first and last tokens, as in training."
+    graphs = ""
+    if meta.get("serving", {}).get("graph") == "fused-xla":
+        graphs = (
+            "\nSignatures: `serving_default` (token ids → probability: the BiLSTM as one fused loop, XLA-compiled, for\n"
+            "CPUs), `serving_gpu` (the same through cuDNN), `predict_text` (raw text, long-text policy included),\n"
+            "`explain` (token ids → probability, logit and each token's gradient × input).\n"
+        )
+    return f"\n## Serving\nLong texts: {how}\n{graphs}"
+
+
 def write_model_card(path: Path, meta: dict) -> Path:
     arch, tok, ds, ev = meta["architecture"], meta["tokenizer"], meta["dataset"], meta["metrics"]
     hp = meta["hyperparameters"]
@@ -60,7 +83,9 @@ def write_model_card(path: Path, meta: dict) -> Path:
             "  logistic regression, fitted on the same training texts) as a soft target, beside the labelled reviews: more,\n"
             f"  and smoother, supervision than the {ds['train']} labelled reviews alone, and short texts as callers send them."
         )
-    metric_rows = "".join(
+    served = meta.get("metrics_as_served", {})  # a re-exported version: measured again with its own long-text policy
+    metric_rows = "".join(_row(f"{split}, long texts read as this version serves them", served.get(split)) for split in served)
+    metric_rows += "".join(
         _row(name, ev.get(key))
         for name, key in (
             ("validation", "validation"),
@@ -69,6 +94,7 @@ def write_model_card(path: Path, meta: dict) -> Path:
             (TEACHER, "teacher_nb_trigram_logreg_test"),
         )
     )
+    serving = _serving(meta)
     card = f"""# {meta["name"]} v{meta["version"]} — model card
 
 Binary sentiment (negative / positive) of English review text. Output: the
@@ -85,9 +111,9 @@ least {meta["decision_threshold"]}.
 ## Architecture
 `Embedding({arch["vocab_size"]}, {arch["embedding_dim"]}, mask_zero)` → SpatialDropout({arch["dropout"]}) → {layers}, {pooling}
 → Dropout({arch["dropout"]}) → `Dense(1, sigmoid)`. Padding (id 0) is masked, so a text's score does not depend on
-how far its batch is padded. Tokenizer: `{tok["scheme"]}`, {tok["vocab_size"]} ids, texts longer than
+how far its batch is padded. Tokenizer: `{tok["scheme"]}`, {tok["vocab_size"]} ids; in training, texts longer than
 {tok["max_length"]} tokens keep the first {tok["head_length"]} and the last {tok["max_length"] - tok["head_length"]}.
-
+{serving}
 Training: Adam (lr {hp["learning_rate"]}{decay}), batch {hp["batch_size"]}, {meta["epochs_run"]} epoch(s) run of at most {hp["epochs"]}
 (early stopping on validation accuracy, best weights kept), seed {hp["seed"]}; **{meta["training_seconds"]:.0f} s** of
 training (data loading, word vectors and the linear teacher included; evaluation and export take about a minute
@@ -106,7 +132,7 @@ ECE: expected calibration error over 15 confidence bins.
 - Domain: trained on movie reviews; product reviews share most of the vocabulary of opinion but domain words
   ("battery", "shipping", "broke") are weak signals, so short product complaints without the opinion words of film
   reviews can be missed. Sarcasm, mixed reviews and comparisons ("better than X") are common errors.
-- Length: texts over {tok["max_length"]} tokens lose their middle; the response says so (`truncated`). Short texts are
+- Length: see "Serving" for how long texts are read; a text cut in the middle says so (`truncated`). Short texts are
   scored, but most of what the model learned came from reviews of ~230 words on average.
 - Not for decisions about people; the IMDB data carries the biases of its reviewers.
 {_probes(meta.get("probes", []))}"""

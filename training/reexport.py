@@ -47,7 +47,7 @@ def reexport(source: ModelVersion, out_dir: Path, version: int | None = None, lo
     """Export ``source``'s weights as ``out_dir/<version>`` (default: the next free one) with its model card,
     reading long texts by ``long_texts`` (default: as ``source`` does)."""
     from training.export import export, next_version
-    from training.model_card import PROBES, write_model_card
+    from training.model_card import PROBES
     from training.pipeline import predict_probabilities
 
     model = restore_keras_model(source)
@@ -69,16 +69,25 @@ def reexport(source: ModelVersion, out_dir: Path, version: int | None = None, lo
         },
         "probes": probes,
     }
-    for written_by_export in ("serving", "long_texts", "signature_defs"):
+    for written_by_export in ("serving", "long_texts", "signature_defs", "metrics_as_served"):  # the new export's, or measured again
         metadata.pop(written_by_export, None)
     path = export(model, tokenizer, out_dir / str(version), metadata)
+    write_card(path, metadata)
+    return path
+
+
+def write_card(path: Path, metadata: dict) -> Path:
+    """The model card of a re-exported version: the usual one, and where its weights came from."""
+    from training.model_card import write_model_card
+
     card = write_model_card(path, metadata)
+    source, on = metadata["exported_from"], metadata["created_at"][:10]
     with card.open("a", encoding="utf-8") as out:
         out.write(
-            f"\n## Provenance\nThe weights of v{source.version} (exported {source.metadata.get('created_at')}), unchanged, exported again\n"
-            f"with the current serving graph on {metadata['created_at'][:10]}; data, training and metrics above are v{source.version}'s.\n"
+            f"\n## Provenance\nThe weights of v{source['version']} (exported {source['created_at']}), unchanged, exported again\n"
+            f"with the current serving graph on {on}; data, training and metrics above are v{source['version']}'s.\n"
         )
-    return path
+    return card
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,7 +59,7 @@ const view = {
     }
     $("model-name").textContent = model.name;
     $("model-version").textContent = String(model.version);
-    const test = model.metadata?.metrics?.test;
+    const test = model.metadata?.metrics_as_served?.test ?? model.metadata?.metrics?.test; // as served: long texts read by its policy
     if (typeof test?.accuracy === "number") {
       const on = typeof test.n === "number" ? ` on ${test.n.toLocaleString("en")} held-out test reviews` : " on held-out test data";
       $("model-extra").textContent = ` · accuracy ${test.accuracy.toFixed(3)}${on}`;
