@@ -195,6 +195,7 @@ def test_bad_input_does_not_hurt_concurrent_good_requests(service):
 # --- concurrency: every client gets its own answer -----------------------------------
 
 
+@pytest.mark.slow
 def test_concurrent_clients_get_their_own_answers(service, tiny_model_store):
     """Distinct texts from 16 threads at once; each answer must be its own text's score."""
     import numpy as np

@@ -14,6 +14,8 @@ from tritonclient.utils import InferenceServerException
 
 from tests.helpers import frozen, wait_until
 
+pytestmark = pytest.mark.slow  # A live service of its own: end to end.
+
 TEXTS = [
     "the movie was great wonderful superb, i loved it",
     "awful boring terrible waste",

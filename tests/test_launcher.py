@@ -9,11 +9,14 @@ import sys
 import time
 
 import psutil
+import pytest
 import requests
 
 from service.config import ROOT
 from service.embedded_redis import free_port
 from tests.helpers import wait_until
+
+pytestmark = pytest.mark.slow  # The launcher starts everything `make run` does: end to end.
 
 
 def launcher_env(model_store, **extra: str) -> dict[str, str]:

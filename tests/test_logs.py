@@ -9,6 +9,8 @@ import requests
 
 from tests.helpers import Service
 
+pytestmark = pytest.mark.slow  # Services of their own, read through their logs: end to end.
+
 SECRET_REVIEW = "Quokkafied marmalade symphony, Xylophonist Zanzibar: great superb acting"
 SECRET_WORDS = ("quokkafied", "marmalade", "xylophonist", "zanzibar")
 

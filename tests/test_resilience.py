@@ -16,6 +16,8 @@ import requests
 
 from tests.helpers import Service, frozen, wait_until
 
+pytestmark = pytest.mark.slow  # Failures on purpose take a service each, and seconds of waiting: end to end.
+
 STREAM = "sentiment:requests:sentiment:1"
 
 

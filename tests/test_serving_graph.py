@@ -17,6 +17,8 @@ from service.model_store import ModelVersion, resolve
 from service.tokenizer import LongTextPolicy
 from tests.conftest import COMMITTED_MODEL_DIR
 
+pytestmark = pytest.mark.slow  # Exports, compiles and compares whole models: minutes of CPU.
+
 tf = pytest.importorskip("tensorflow")
 
 NO_GPU = not tf.config.list_physical_devices("GPU")

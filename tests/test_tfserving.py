@@ -21,6 +21,8 @@ from service.protocols.tfserving import float32_json
 from tests.conftest import COMMITTED_MODEL_DIR
 from tests.helpers import Service, frozen, timed_predict
 
+pytestmark = pytest.mark.slow  # The committed model behind a live service: end to end.
+
 TEXTS = [
     "A moving, beautifully acted film.",
     "Dull, predictable and far too long.",
