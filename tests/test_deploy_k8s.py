@@ -9,7 +9,6 @@ and that every setting, port, path and model version the manifests name exists i
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 import shutil
@@ -25,6 +24,7 @@ import yaml
 from service.config import ROOT, Settings
 from service.model_store import is_complete
 from service.queue import RequestQueue
+from tests.helpers import gunicorn_graceful_timeout
 
 OVERLAYS = ("cpu", "gpu")
 # The oldest Kubernetes release the manifests are meant for, and the newest schema at hand.
@@ -214,15 +214,6 @@ def routes(redis_url: str) -> set[str]:
 @pytest.fixture(scope="module")
 def app_routes(module_redis) -> set[str]:
     return routes(module_redis.url)
-
-
-def gunicorn_graceful_timeout() -> float:
-    """``graceful_timeout`` of service/gunicorn_conf.py, read without importing it (it has side effects)."""
-    tree = ast.parse((ROOT / "service" / "gunicorn_conf.py").read_text(encoding="utf-8"))
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "graceful_timeout" for t in node.targets):
-            return float(ast.literal_eval(node.value))
-    raise AssertionError("graceful_timeout not found in service/gunicorn_conf.py")
 
 
 # --- validation -----------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from service.embedded_redis import EmbeddedRedis
 from service.model_store import is_complete, resolve
 from service.protocols.tfserving import float32_json
 from tests.conftest import COMMITTED_MODEL_DIR
-from tests.helpers import Service, frozen, timed_predict
+from tests.helpers import Service, assert_standard_error, frozen, timed_predict
 
 pytestmark = pytest.mark.slow  # The committed model behind a live service: end to end.
 
@@ -71,17 +71,6 @@ def tf_predict(served, body: dict | bytes, suffix: str = ":predict", **kwargs) -
     return requests.post(url(served, suffix), data=data, timeout=30, **kwargs)
 
 
-def assert_tf_error(response: requests.Response, status: int, *fragments: str) -> str:
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"] == "application/json"
-    body = response.json()
-    assert set(body) == {"error"} and isinstance(body["error"], str) and body["error"], body
-    assert "Traceback" not in response.text and response.headers.get("X-Request-ID")
-    for fragment in fragments:
-        assert fragment in body["error"], body["error"]
-    return body["error"]
-
-
 def reference(saved_model, texts: list[str]) -> dict:
     import tensorflow as tf
 
@@ -108,20 +97,24 @@ def test_versions_that_are_not_served_are_404(served, committed):
         int(p.name) for p in COMMITTED_MODEL_DIR.iterdir() if p.name.isdigit() and is_complete(p) and int(p.name) != committed.version
     ]
     for version in on_disk:
-        message = assert_tf_error(requests.get(url(served, f"/versions/{version}"), timeout=5), 404)
+        message = assert_standard_error(requests.get(url(served, f"/versions/{version}"), timeout=5), 404)
         assert message.startswith(f"Could not find version {version} of model sentiment") and "in the model store" in message
-        assert_tf_error(requests.get(url(served, f"/versions/{version}/metadata"), timeout=5), 404, f"Specific(sentiment, {version})")
+        assert_standard_error(requests.get(url(served, f"/versions/{version}/metadata"), timeout=5), 404, f"Specific(sentiment, {version})")
         body = {"signature_name": "predict_text", "instances": ["fine"]}
-        assert_tf_error(tf_predict(served, body, f"/versions/{version}:predict"), 404, f"Specific(sentiment, {version})")
-    message = assert_tf_error(requests.get(url(served, "/versions/999"), timeout=5), 404, "Could not find version 999 of model sentiment")
+        assert_standard_error(tf_predict(served, body, f"/versions/{version}:predict"), 404, f"Specific(sentiment, {version})")
+    message = assert_standard_error(
+        requests.get(url(served, "/versions/999"), timeout=5), 404, "Could not find version 999 of model sentiment"
+    )
     assert "model store" not in message
 
 
 def test_unknown_model_is_404_as_tensorflow_serving_says_it(served):
-    assert_tf_error(requests.get(f"{served.url}/v1/models/nope", timeout=5), 404, "Could not find any versions of model nope")
-    assert_tf_error(requests.get(f"{served.url}/v1/models/nope/metadata", timeout=5), 404, "Servable not found for request: Latest(nope)")
+    assert_standard_error(requests.get(f"{served.url}/v1/models/nope", timeout=5), 404, "Could not find any versions of model nope")
+    assert_standard_error(
+        requests.get(f"{served.url}/v1/models/nope/metadata", timeout=5), 404, "Servable not found for request: Latest(nope)"
+    )
     response = requests.post(f"{served.url}/v1/models/nope:predict", json={"signature_name": "predict_text", "instances": ["a"]}, timeout=5)
-    assert_tf_error(response, 404, "Servable not found for request: Latest(nope)")
+    assert_standard_error(response, 404, "Servable not found for request: Latest(nope)")
 
 
 def tensor_info(spec) -> dict:
@@ -210,11 +203,11 @@ def test_probabilities_are_printed_as_tensorflow_serving_prints_a_float32():
 
 
 def test_signatures_other_than_predict_text_are_refused(served):
-    message = assert_tf_error(tf_predict(served, {"instances": ["fine"]}), 400, '"serving_default"', '"predict_text"')
+    message = assert_standard_error(tf_predict(served, {"instances": ["fine"]}), 400, '"serving_default"', '"predict_text"')
     assert "token ids" in message
-    assert_tf_error(tf_predict(served, {"signature_name": "serving_default", "instances": [[4, 5, 6]]}), 400, "predict_text")
-    assert_tf_error(tf_predict(served, {"signature_name": "serving_gpu", "inputs": {"token_ids": [[4]]}}), 400, "predict_text")
-    assert_tf_error(
+    assert_standard_error(tf_predict(served, {"signature_name": "serving_default", "instances": [[4, 5, 6]]}), 400, "predict_text")
+    assert_standard_error(tf_predict(served, {"signature_name": "serving_gpu", "inputs": {"token_ids": [[4]]}}), 400, "predict_text")
+    assert_standard_error(
         tf_predict(served, {"signature_name": "nope", "instances": ["a"]}), 400, 'Serving signature name: "nope" not found in signature def'
     )
 
@@ -249,7 +242,7 @@ BAD_BODIES = [
 
 @pytest.mark.parametrize(("body", "status"), BAD_BODIES, ids=[f"{b[:40]!r}-{s}" for b, s in BAD_BODIES])
 def test_bad_requests_get_a_tensorflow_serving_error(served, body, status):
-    assert_tf_error(tf_predict(served, body), status)
+    assert_standard_error(tf_predict(served, body), status)
 
 
 # --- the same inference path as /predict ------------------------------------------------------
@@ -262,9 +255,9 @@ def test_the_same_queue_and_deadline_as_predict(served):
         started = time.monotonic()
         response = tf_predict(served, body, headers={"X-Deadline-Ms": "300"})
         elapsed = time.monotonic() - started
-    assert_tf_error(response, 504, "deadline")
+    assert_standard_error(response, 504, "deadline")
     assert 0.29 <= elapsed < 1.5
-    assert_tf_error(tf_predict(served, body, headers={"X-Deadline-Ms": "soon"}), 400, "X-Deadline-Ms")
+    assert_standard_error(tf_predict(served, body, headers={"X-Deadline-Ms": "soon"}), 400, "X-Deadline-Ms")
     assert tf_predict(served, body).status_code == 200
     assert timed_predict(served, {"text": "great"})[0].status_code == 200
     metrics = requests.get(f"{served.url}/metrics", timeout=5).text
