@@ -417,7 +417,11 @@ class KServeModelMetadataResponse(BaseModel):
             "versions": ["3"],
             "platform": "tensorflow_savedmodel",
             "inputs": [{"name": "texts", "datatype": "BYTES", "shape": [-1]}],
-            "outputs": [{"name": "probability", "datatype": "FP32", "shape": [-1]}, {"name": "label", "datatype": "BYTES", "shape": [-1]}],
+            "outputs": [
+                {"name": "probability", "datatype": "FP32", "shape": [-1]},
+                {"name": "label", "datatype": "BYTES", "shape": [-1]},
+                {"name": "explanation", "datatype": "BYTES", "shape": [-1]},
+            ],
         }
     )
     name: str
@@ -439,7 +443,11 @@ class RequestInput(BaseModel):
 
 class RequestOutput(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(description='"probability" or "label".', json_schema_extra={"enum": ["probability", "label"]})
+    name: str = Field(
+        description='"probability", "label", or "explanation" (each word\'s weight, as JSON per text; only when named here, '
+        "and only from versions that can explain: see the model's metadata).",
+        json_schema_extra={"enum": ["probability", "label", "explanation"]},
+    )
     parameters: Parameters | None = Field(None, description='"binary_data": true to get this output as binary data.')
 
 
@@ -448,7 +456,7 @@ class InferenceRequest(BaseModel):
     id: str | None = Field(None, description="Echoed in the response.")
     parameters: Parameters | None = Field(None, description='"binary_data_output": true to get every output as binary data.')
     inputs: list[RequestInput]
-    outputs: list[RequestOutput] | None = Field(None, description="Which outputs to return (default: all).")
+    outputs: list[RequestOutput] | None = Field(None, description='Which outputs to return (default: "probability" and "label").')
 
 
 class ResponseOutput(BaseModel):

@@ -112,9 +112,25 @@ def test_explain_requests_are_counted(service):
     assert count() == before + 1
 
 
-def test_a_version_without_the_signature_refuses_to_explain():
+def test_a_version_without_the_signature_refuses_to_explain(redis_server):
+    """v2 was exported before explanations: "explain" is a 400 on /predict and on KServe, which does not list the output."""
+    from service.app import create_app
+    from service.config import Settings
+
     old = resolve(COMMITTED_MODEL_DIR, 2)
     assert not old.explains and resolve(COMMITTED_MODEL_DIR).explains
+    app = create_app(Settings(redis_url=redis_server.url, model_version=2, log_level="WARNING"))
+    try:
+        client = app.test_client()
+        response = client.post("/predict", json={"text": "great", "explain": True})
+        assert response.status_code == 400 and "cannot explain" in response.json["error"]["message"]
+        outputs = [o["name"] for o in client.get("/v2/models/sentiment").json["outputs"]]
+        assert outputs == ["probability", "label"]
+        request = {"inputs": [{"name": "texts", "shape": [1], "datatype": "BYTES", "data": ["great"]}]}
+        response = client.post("/v2/models/sentiment/infer", json={**request, "outputs": [{"name": "explanation"}]})
+        assert response.status_code == 400 and "exported before explanations" in response.json["error"]
+    finally:
+        app.extensions["sentiment"].listener.stop()
 
 
 @pytest.fixture(scope="module")

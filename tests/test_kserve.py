@@ -65,7 +65,11 @@ def test_health_and_metadata(client):
         "versions": ["1"],
         "platform": "tensorflow_savedmodel",
         "inputs": [{"name": "texts", "datatype": "BYTES", "shape": [-1]}],
-        "outputs": [{"name": "probability", "datatype": "FP32", "shape": [-1]}, {"name": "label", "datatype": "BYTES", "shape": [-1]}],
+        "outputs": [
+            {"name": "probability", "datatype": "FP32", "shape": [-1]},
+            {"name": "label", "datatype": "BYTES", "shape": [-1]},
+            {"name": "explanation", "datatype": "BYTES", "shape": [-1]},
+        ],
     }
     assert client.get_model_metadata("sentiment") == expected
     assert client.get_model_metadata("sentiment", "1") == expected
@@ -118,6 +122,28 @@ def test_only_the_outputs_asked_for(client):
         "sentiment", [texts_input(TEXTS[:1], False)], outputs=[httpclient.InferRequestedOutput("label", binary_data=False)]
     )
     assert [o["name"] for o in result.get_response()["outputs"]] == ["label"] and result.as_numpy("probability") is None
+
+
+@pytest.mark.parametrize("binary_out", [False, True])
+def test_explanation_only_when_named_and_as_predict_gives_it(service, client, binary_out):
+    """The `explanation` output: each element the JSON /predict answers with "explain": true, for the same text."""
+    response = service.predict({"texts": TEXTS, "explain": True})
+    assert response.status_code == 200, response.text
+    expected = [p["explanation"] for p in response.json()["predictions"]]
+    outputs = [httpclient.InferRequestedOutput(name, binary_data=binary_out) for name in ("explanation", "probability")]
+    result = client.infer("sentiment", [texts_input(TEXTS, True)], outputs=outputs)
+    assert [o["name"] for o in result.get_response()["outputs"]] == ["explanation", "probability"]
+    explanations = [json.loads(v) for v in result.as_numpy("explanation").tolist()]
+    assert [e["method"] for e in explanations] == [e["method"] for e in expected] == ["gradient_x_input"] * len(TEXTS)
+    for got, want in zip(explanations, expected, strict=True):
+        assert got["logit"] == pytest.approx(want["logit"], abs=1e-5)
+        assert [(t["token"], t["start"], t["end"], t["read"]) for t in got["tokens"]] == [
+            (t["token"], t["start"], t["end"], t["read"]) for t in want["tokens"]
+        ]
+        assert [t["weight"] for t in got["tokens"]] == pytest.approx([t["weight"] for t in want["tokens"]], abs=1e-5)
+    assert any(t["weight"] for e in explanations for t in e["tokens"])  # weights, not zeros
+    plain = client.infer("sentiment", [texts_input(TEXTS[:1], True)])  # no outputs named: no explanation
+    assert [o["name"] for o in plain.get_response()["outputs"]] == ["probability", "label"]
 
 
 def test_nested_json_data_and_the_binary_body_by_hand(service):

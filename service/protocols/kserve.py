@@ -9,6 +9,13 @@ element is a 4-byte little-endian length then its bytes), which is what
 Outputs come back as binary data when asked (``"binary_data": true`` on an
 output, or ``"binary_data_output": true`` on the request).
 
+A third output, ``explanation`` (``BYTES``, ``[n]``), is listed in the
+metadata of versions that can explain their scores and is returned only when
+named in ``outputs``, not among "every output" of a request that names none: it
+runs the model's backward pass, about twice a prediction's cost. Each element
+is the JSON of what ``/predict`` answers with ``"explain": true`` (method,
+logit, and each word with its character offsets and signed weight).
+
 The texts go through the one inference path of `service.inference` (limits,
 queue, worker, deadline). Errors are ``{"error": "..."}``: 400 for a bad
 request, 404 for an unknown model or version, 413 over a limit, 415 for a
@@ -23,6 +30,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 
+import orjson
 from flask import Blueprint, Response, request
 from pydantic import ValidationError
 from werkzeug.exceptions import NotFound
@@ -55,7 +63,8 @@ EXTENSIONS = ["binary_tensor_data"]
 PLATFORM = "tensorflow_savedmodel"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 INPUT = "texts"
-OUTPUTS = {"probability": "FP32", "label": "BYTES"}
+OUTPUTS = {"probability": "FP32", "label": "BYTES"}  # every output of a request that names none
+EXPLANATION = "explanation"  # BYTES, JSON per text: returned only when named (a backward pass: ~2x the cost)
 BINARY = "application/octet-stream"
 PARAMETERS = {"name": "The model's name (SENTIMENT_MODEL_NAME).", "version": "The served version; others get 404."}
 NOT_FOUND = "Unknown model or version."
@@ -158,7 +167,7 @@ def _metadata(name: str, version: str | None) -> Response:
             "versions": [str(path.model.version)],
             "platform": PLATFORM,
             "inputs": [{"name": INPUT, "datatype": "BYTES", "shape": [-1]}],
-            "outputs": [{"name": output, "datatype": datatype, "shape": [-1]} for output, datatype in OUTPUTS.items()],
+            "outputs": [{"name": output, "datatype": datatype, "shape": [-1]} for output, datatype in _outputs(path).items()],
         }
     )
 
@@ -228,14 +237,18 @@ def _infer(name: str, version: str | None) -> Response:
         raise UnsupportedMediaType(f"Content-Encoding {request.content_encoding} is not supported: send the request uncompressed")
     parsed, binary = _parse_request(request.get_data(cache=False))
     texts = path.check_texts(_input_texts(parsed.inputs, binary), INPUT)
-    outputs = _requested_outputs(parsed)
-    predictions = path.predict(texts, deadline_seconds(path.settings.default_deadline_ms))
+    datatypes = _outputs(path)
+    outputs = _requested_outputs(parsed, datatypes)
+    explain = any(name == EXPLANATION for name, _ in outputs)
+    predictions = path.predict(texts, deadline_seconds(path.settings.default_deadline_ms), explain=explain)
     values = {"probability": [p.score for p in predictions], "label": [p.label for p in predictions]}
+    if explain:
+        values[EXPLANATION] = [orjson.dumps(p.explanation).decode() for p in predictions]
     tensors, blobs = [], []
     for output, as_binary in outputs:
-        tensor = {"name": output, "datatype": OUTPUTS[output], "shape": [len(predictions)]}
+        tensor = {"name": output, "datatype": datatypes[output], "shape": [len(predictions)]}
         if as_binary:
-            blob = _fp32(values[output]) if OUTPUTS[output] == "FP32" else _bytes_tensor(values[output])
+            blob = _fp32(values[output]) if datatypes[output] == "FP32" else _bytes_tensor(values[output])
             tensor["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
@@ -325,15 +338,22 @@ def _text(element: object, index: int) -> object:
     return element
 
 
-def _requested_outputs(parsed: InferenceRequest) -> list[tuple[str, bool]]:
-    """(name, as binary) of each output to return, in the order asked (all outputs when none are named)."""
+def _outputs(path: Inference) -> dict[str, str]:
+    """The served version's outputs and their datatypes: ``explanation`` too when it can explain its scores."""
+    return {**OUTPUTS, EXPLANATION: "BYTES"} if path.model.explains else OUTPUTS
+
+
+def _requested_outputs(parsed: InferenceRequest, outputs: dict[str, str]) -> list[tuple[str, bool]]:
+    """(name, as binary) of each output to return, in the order asked (`OUTPUTS` when none are named)."""
     default_binary = _flag(parsed.parameters, "binary_data_output", False)
     if not parsed.outputs:
         return [(name, default_binary) for name in OUTPUTS]
     chosen = []
     for output in parsed.outputs:
-        if output.name not in OUTPUTS:
-            raise BadRequest(f"unexpected inference output '{output.name}': the model's outputs are {', '.join(OUTPUTS)}")
+        if output.name == EXPLANATION and EXPLANATION not in outputs:
+            raise BadRequest(f"output '{EXPLANATION}' is not available: this model version was exported before explanations")
+        if output.name not in outputs:
+            raise BadRequest(f"unexpected inference output '{output.name}': the model's outputs are {', '.join(outputs)}")
         if any(output.name == name for name, _ in chosen):
             raise BadRequest(f"output '{output.name}' is asked for twice")
         chosen.append((output.name, _flag(output.parameters, "binary_data", default_binary)))
