@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from itertools import islice
 
 import redis
 from flask import current_app, g
@@ -206,16 +207,22 @@ def explain_texts(tokenizer: Tokenizer, texts: list[str], encoded: list[Encoded]
     explanations, sequence = [], 0
     for text, e in zip(texts, encoded, strict=True):
         k = len(e.windows)
-        weights = [next(weights_read) / k for window in e.windows for _ in window]
+        weights = list(islice(weights_read, sum(map(len, e.windows))))
         logit = math.fsum(logits[sequence : sequence + k]) / k
         sequence += k
-        spans = split_words_with_spans(text)
-        by_position = dict(zip(tokenizer.read_positions(e.n_tokens), weights, strict=True)) if spans else {}
-        tokens = []
-        for position, (token, start, end) in enumerate(spans):
-            weight = by_position.get(position)
-            read = weight is not None
-            tokens.append({"token": token, "start": start, "end": end, "weight": round(weight, 6) if read else None, "read": read})
+        spans = split_words_with_spans(text)  # none for a text without a token (read as one OOV id)
+        if spans and not e.truncated:  # every token read, in order: the common case, one pass
+            tokens = [
+                {"token": token, "start": start, "end": end, "weight": round(weight / k, 6), "read": True}
+                for (token, start, end), weight in zip(spans, weights, strict=True)
+            ]
+        else:
+            by_position = dict(zip(tokenizer.read_positions(e.n_tokens), weights, strict=True)) if spans else {}
+            tokens = []
+            for position, (token, start, end) in enumerate(spans):
+                weight = by_position.get(position)
+                read = weight is not None
+                tokens.append({"token": token, "start": start, "end": end, "weight": round(weight / k, 6) if read else None, "read": read})
         explanations.append({"method": EXPLANATION_METHOD, "logit": round(logit, 6), "tokens": tokens})
     return explanations
 

@@ -63,7 +63,8 @@ _ASCII_SEPARATORS = str.maketrans(
 )
 _ascii_token = re.compile(r"[a-z0-9]+|[!?]")
 # A word starts and ends with a letter or digit and may hold apostrophes (dropped from the token): "don't" → dont.
-_ascii_span = re.compile(BREAK_PATTERN + r"|[a-z0-9](?:[a-z0-9'`]*[a-z0-9])?|[!?]")
+_ascii_word = re.compile(r"[a-z0-9](?:[a-z0-9'`]*[a-z0-9])?|[!?]")
+_word = re.compile(rf"[^\W_](?:(?:[^\W_]|{APOSTROPHE_PATTERN})*[^\W_])?|[!?]")
 
 VOCAB_FILE = "vocab.txt"
 CONFIG_FILE = "tokenizer.json"
@@ -83,20 +84,31 @@ def split_words(text: str) -> list[str]:
 def split_words_with_spans(text: str) -> list[tuple[str, int, int]]:
     """`split_words`, with where each token lies in ``text`` as sent: ``(token, start, end)`` character offsets.
 
-    For explanations (a client highlights the span). ASCII text keeps its offsets
-    through case folding: one regex pass. Otherwise each normalised character
-    remembers the original one it came from (a Python loop over characters), so
-    that case folding that changes lengths (``İ`` → ``i̇``), removed apostrophes
-    and ``<br />`` map back exactly. Tests check both paths give `split_words`'
-    tokens, and that they agree on fuzzed ASCII.
+    For explanations (a client highlights the span). When case folding keeps
+    the text's length (ASCII, and nearly every other text), every offset
+    survives it: line breaks become as many spaces (rule 2), then one regex
+    pass finds the words with any apostrophes inside them (dropped from the
+    token, rule 3). Otherwise (``İ`` → ``i̇``) each normalised
+    character remembers the original one it came from (`_spans_by_character`).
+    Tests check both give `split_words`' tokens, and the same spans on fuzzed text.
     """
-    if text.isascii():  # case folding keeps every offset: one regex pass over the lower-cased text
-        return [
-            (match.group().replace("'", "").replace("`", ""), *match.span())
-            for match in _ascii_span.finditer(text.lower())
-            if match.group()[0] != "<"  # a line break: a separator
-        ]
-    lowered_text = text.lower()  # whole, as `split_words` does: a final sigma depends on its neighbours
+    lowered = text.lower()  # whole, as `split_words` does: a final sigma depends on its neighbours
+    if len(lowered) != len(text):
+        return _spans_by_character(text, lowered)
+    if "<br" in lowered:
+        lowered = _break.sub(_spaces, lowered)  # as many spaces as the break had characters: offsets stay
+    spans = [(m.group(), m.start(), m.end()) for m in (_ascii_word if text.isascii() else _word).finditer(lowered)]
+    if _apostrophe.search(lowered) is None:
+        return spans
+    return [(_apostrophe.sub("", t) if len(t) > 2 and _apostrophe.search(t) else t, a, b) for t, a, b in spans]
+
+
+def _spaces(match: re.Match) -> str:
+    return " " * (match.end() - match.start())
+
+
+def _spans_by_character(text: str, lowered_text: str) -> list[tuple[str, int, int]]:
+    """`split_words_with_spans` for any text, one character at a time (slow: for case folding that changes lengths)."""
     origin = [index for index, char in enumerate(text) for _ in range(len(char.lower()))]  # same lengths, char by char
     folded = list(lowered_text)
     chars: list[str] = []

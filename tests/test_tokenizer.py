@@ -104,17 +104,22 @@ def test_spans_point_into_the_text_as_sent_and_give_the_same_tokens():
         assert all(0 <= a < b <= len(text) for _, a, b in spans) and [a for _, a, _ in spans] == sorted(a for _, a, _ in spans)
 
 
-def test_the_ascii_spans_agree_with_the_general_path():
-    """ASCII texts take a one-regex path; a non-ASCII word appended after a space sends the same text down the
-    general (character by character) path, whose spans for the text's own tokens must be the same."""
+@pytest.mark.parametrize("alphabet", ["ascii", "unicode"])
+def test_the_one_regex_spans_agree_with_the_character_by_character_path(alphabet):
+    """Texts whose case folding keeps their length take a one-regex path; the character-by-character path, which
+    any text can take, must give the same spans on them."""
     import random
 
-    from service.tokenizer import split_words_with_spans
+    from service.tokenizer import _spans_by_character, split_words_with_spans
 
     rng = random.Random(1)
     pieces = [chr(c) for c in range(128)] + ["<br />", "<br>", "<BR/>", "<br\t/>", "don't", "'x'", "''", "a`b", "rock'n'roll", "a''b"]
+    if alphabet == "unicode":
+        pieces += ["é", "É", "e\u0301", "ß", "ΟΔΟΣ", "σας", "it’s", "‘quoted’", "´", "Ünïcödé", "映画", "✓", "٣", "\u00a0", "ǅ", "Ⅻ"]
     for _ in range(5000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 40)))
-        general = split_words_with_spans(text + " é")
-        assert general[-1] == ("é", len(text) + 1, len(text) + 2)
-        assert split_words_with_spans(text) == general[:-1], repr(text)
+        assert len(text.lower()) == len(text)  # the fast path: what this test is about
+        assert split_words_with_spans(text) == _spans_by_character(text, text.lower()), repr(text)
+        assert [t for t, _, _ in split_words_with_spans(text)] == split_words(text), repr(text)
+
+
