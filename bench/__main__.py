@@ -329,12 +329,12 @@ def main() -> int:
     alone = model_alone(texts)
     work = Path(tempfile.mkdtemp(prefix="sentiment-bench-"))
     log = open(work / "servers.log", "wb")  # noqa: SIM115 - closed in finally
-    designs: list[Design] = []
+    started: list[Design] = []
     try:
-        designs = start_designs(args, work, texts, log)
-        if args.only:
+        started = designs = start_designs(args, work, texts, log)
+        if args.only:  # every design is started (as in a full run, the others sit idle), only these are measured
             wanted = set(args.only.split(","))
-            designs = [d for d in designs if d.name in wanted]
+            designs = [d for d in started if d.name in wanted]
         for design in designs:
             design.ready()
         for design in designs:  # warm every design up
@@ -349,7 +349,7 @@ def main() -> int:
         print((work / "servers.log").read_text(errors="replace")[-3000:], file=sys.stderr)  # noqa: T201
         raise
     finally:
-        for design in designs:
+        for design in started:
             if design.name != "explain":  # its processes are the service's
                 design.stop()
         log.close()

@@ -121,5 +121,3 @@ def test_the_one_regex_spans_agree_with_the_character_by_character_path(alphabet
         assert len(text.lower()) == len(text)  # the fast path: what this test is about
         assert split_words_with_spans(text) == _spans_by_character(text, text.lower()), repr(text)
         assert [t for t, _, _ in split_words_with_spans(text)] == split_words(text), repr(text)
-
-
