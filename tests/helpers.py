@@ -56,6 +56,16 @@ def timed_predict(service: Service, payload: dict, headers: dict | None = None) 
     return response, time.monotonic() - started
 
 
+def answers_200(url: str, process: subprocess.Popen, log: Path | None = None) -> bool:
+    """Whether ``url`` answers 200 yet, for `wait_until` while ``process`` boots; fails at once (with its log) if it exited."""
+    if process.poll() is not None:
+        raise AssertionError(f"{process.args[:3]} exited with {process.returncode}" + (f":\n{log.read_text()}" if log else ""))
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except (requests.ConnectionError, requests.Timeout):  # still booting (slowly, on a busy machine)
+        return False
+
+
 def wait_until(predicate, timeout_s: float, interval_s: float = 0.05, what: str = "condition"):
     give_up_at = time.monotonic() + timeout_s
     while True:
@@ -112,15 +122,7 @@ class Service:
     def start_api(self) -> None:
         command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "service" / "gunicorn_conf.py"), "service.app:create_app()"]
         self.api = self._spawn(command, "api")
-        wait_until(self._api_answers, 60, what="the API to answer /healthz")
-
-    def _api_answers(self) -> bool:
-        if self.api.poll() is not None:
-            raise AssertionError(f"gunicorn exited with {self.api.returncode}")
-        try:
-            return requests.get(f"{self.url}/healthz", timeout=1).status_code == 200
-        except (requests.ConnectionError, requests.Timeout):  # still booting (slowly, on a busy machine)
-            return False
+        wait_until(lambda: answers_200(f"{self.url}/healthz", self.api), 60, what="the API to answer /healthz")
 
     def start_worker(self, wait_ready: bool = True) -> subprocess.Popen:
         index = len(self.workers)

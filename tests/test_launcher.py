@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import requests
 
 from service.config import ROOT
 from service.embedded_redis import free_port
-from tests.helpers import wait_until
+from tests.helpers import answers_200, wait_until
 
 pytestmark = pytest.mark.slow  # The launcher starts everything `make run` does: end to end.
 
@@ -50,14 +51,7 @@ def test_launcher_runs_heals_and_stops_cleanly(tiny_model_store, tmp_path):
         launcher = subprocess.Popen([sys.executable, "-m", "service.launcher"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-
-        def ready() -> bool:
-            assert launcher.poll() is None, (tmp_path / "launcher.log").read_text()
-            try:
-                return requests.get(f"{url}/readyz", timeout=1).status_code == 200
-            except requests.ConnectionError:
-                return False
-
+        ready = functools.partial(answers_200, f"{url}/readyz", launcher, tmp_path / "launcher.log")
         wait_until(ready, 120, interval_s=0.3, what="the launched service to be ready")
         response = requests.post(f"{url}/predict", json={"text": "great superb film"}, timeout=10)
         assert response.status_code == 200 and response.json()["predictions"][0]["label"] == "positive"

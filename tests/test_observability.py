@@ -11,6 +11,7 @@ starts the service and a Prometheus, sends traffic, and runs every expression.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -30,7 +31,7 @@ import yaml
 from service.config import ROOT
 from service.embedded_redis import EmbeddedRedis, free_port
 from tests import synthetic
-from tests.helpers import Service, wait_until
+from tests.helpers import Service, answers_200, wait_until
 
 PROMETHEUS_DIR = ROOT / "docker" / "prometheus"
 RULES = PROMETHEUS_DIR / "rules.yml"
@@ -308,14 +309,8 @@ def running_prometheus(workdir: Path, api_port: int, worker_port: int) -> Iterat
     with open(workdir / "prometheus.log", "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
-    def ready() -> bool:
-        assert process.poll() is None, (workdir / "prometheus.log").read_text()
-        try:
-            return requests.get(f"{url}/-/ready", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
     try:
+        ready = functools.partial(answers_200, f"{url}/-/ready", process, workdir / "prometheus.log")
         wait_until(ready, 30, interval_s=0.2, what="Prometheus to be ready")
         yield url
     finally:
