@@ -39,6 +39,9 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app = Flask(__name__, static_folder=None)  # static files are the demo blueprint's (service/static)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # No CORS here, so no route needs OPTIONS; Flask's automatic answer would be a 200 for any URL a rule matches,
+    # whatever its parameters name (a model that does not exist, a path that climbs): 405 instead, like any other method.
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     queue = RequestQueue(connect(settings.redis_url, settings.redis_timeout_s), settings.redis_key_prefix, version.name, version.version)
     listen_s = 1.0
     listener = ResultListener(queue, connect(settings.redis_url, settings.redis_timeout_s, blocking_s=listen_s), listen_s).start()

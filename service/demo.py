@@ -12,12 +12,14 @@ files asked for without the current fingerprint are revalidated on every load (E
 from __future__ import annotations
 
 import hashlib
-from functools import cache
 from pathlib import Path
 
-from flask import Blueprint, Response, render_template_string, request, url_for
+from flask import Blueprint, Response, render_template_string, request, send_from_directory, url_for
 
-bp = Blueprint("demo", __name__, static_folder="static", static_url_path="/static")
+from service.openapi import Body, documented
+from service.static_files import file_names, one_of
+
+bp = Blueprint("demo", __name__)
 
 STATIC = Path(__file__).parent / "static"
 PAGE = "index.html"
@@ -44,38 +46,44 @@ SECURITY_HEADERS = {
 }
 
 
-@cache
-def fingerprint(filename: str) -> str:
-    """First 12 hex digits of the file's SHA-256: changes whenever its content does (files are read once a process)."""
-    return hashlib.sha256((STATIC / filename).read_bytes()).hexdigest()[:12]
+# The files of static/ (but the page's template) and their fingerprints, read once at start: the first 12 hex
+# digits of each file's SHA-256, which change whenever its content does. The static route matches these names
+# only (service.static_files): any other name is 404 in every method, and nothing is read for it.
+FINGERPRINTS = {name: hashlib.sha256((STATIC / name).read_bytes()).hexdigest()[:12] for name in file_names(STATIC, exclude=[PAGE])}
+PAGE_SOURCE = (STATIC / PAGE).read_text(encoding="utf-8")  # the page's template: it names its files through `asset`
 
 
 def asset(filename: str) -> str:
     """URL of a static file, stamped with its fingerprint."""
-    return url_for("demo.static", filename=filename, v=fingerprint(filename))
-
-
-@cache
-def page_source() -> str:
-    """The page's template (it only names its files through ``asset``), read once a process."""
-    return (STATIC / PAGE).read_text(encoding="utf-8")
+    return url_for("demo.static", filename=filename, v=FINGERPRINTS[filename])
 
 
 @bp.get("/")
+@documented(
+    "The demo page",
+    tag="pages",
+    description="An HTML page that scores texts through `POST /predict`; everything it loads comes from this service.",
+    responses={200: ("The page.", Body(media_type="text/html", schema={"type": "string"}))},
+)
 def index() -> Response:
-    html = render_template_string(page_source(), asset=asset)
+    html = render_template_string(PAGE_SOURCE, asset=asset)
     response = Response(html, mimetype="text/html", headers=SECURITY_HEADERS)
     response.cache_control.no_cache = True
     response.add_etag()
     return response.make_conditional(request)
 
 
-@bp.after_request
-def cache_static(response: Response) -> Response:
-    """Fingerprinted files are cached for good; anything else keeps Flask's revalidation (no-cache + ETag)."""
-    if request.endpoint == "demo.static" and response.status_code in (200, 304):
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        filename = (request.view_args or {}).get("filename", "")
-        if filename != PAGE and request.args.get("v") == fingerprint(filename):
-            response.headers["Cache-Control"] = IMMUTABLE
+@bp.get(f"/static/<{one_of(FINGERPRINTS)}:filename>", endpoint="static")
+@documented(
+    "A static file of the demo page",
+    tag="pages",
+    responses={200: ("The file.", Body(media_type="*/*", schema={"type": "string"})), 404: "No such file."},
+    parameters={"filename": ", ".join(FINGERPRINTS)},
+)
+def static_file(filename: str) -> Response:
+    """Fingerprinted files are cached for good; anything else is revalidated (no-cache + ETag)."""
+    response = send_from_directory(STATIC, filename)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    if request.args.get("v") == FINGERPRINTS[filename]:
+        response.headers["Cache-Control"] = IMMUTABLE
     return response

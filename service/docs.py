@@ -18,10 +18,12 @@ import flask_swagger_ui
 from flask import Blueprint, Response, send_from_directory, url_for
 
 from service.openapi import Body, documented
+from service.static_files import file_names, one_of
 
 bp = Blueprint("docs", __name__)
 
 ASSETS = Path(flask_swagger_ui.__file__).parent / "dist"
+ASSET_FILES = file_names(ASSETS)  # the only names its route matches (service.static_files)
 ASSETS_VERSION = version("flask-swagger-ui")  # in the assets' URLs: a new Swagger UI is fetched at once
 IMMUTABLE_S = 365 * 24 * 3600
 
@@ -109,7 +111,7 @@ def init_script() -> Response:
     return response
 
 
-@bp.get("/docs/assets/<path:filename>")
+@bp.get(f"/docs/assets/<{one_of(ASSET_FILES)}:filename>")
 @documented(
     "A file of Swagger UI (from the flask-swagger-ui package)",
     tag="pages",
@@ -117,6 +119,6 @@ def init_script() -> Response:
     parameters={"filename": "swagger-ui-bundle.js, swagger-ui.css, favicon-32x32.png, ..."},
 )
 def asset(filename: str) -> Response:
-    response = send_from_directory(ASSETS, filename, max_age=IMMUTABLE_S)  # safe_join: nothing outside ASSETS
+    response = send_from_directory(ASSETS, filename, max_age=IMMUTABLE_S)
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response

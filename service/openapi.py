@@ -113,23 +113,6 @@ def documented(summary: str, *, tag: str, **declaration: Any) -> Callable:
     return attach
 
 
-# Routes whose views are not this package's to decorate: Flask's static files, the demo page's.
-OTHER_ROUTES = {
-    "static": Declaration(
-        "A static file of the demo page",
-        "pages",
-        responses={200: ("The file.", Body(media_type="*/*", schema={"type": "string"})), 404: "No such file."},
-        parameters={"filename": "The file's path under service/static/."},
-    ),
-    "demo.index": Declaration(
-        "The demo page",
-        "pages",
-        description="An HTML page that scores texts through `POST /predict`; everything it loads comes from this service.",
-        responses={200: ("The page.", Body(media_type="text/html", schema={"type": "string"}))},
-    ),
-}
-OTHER_ROUTES["demo.static"] = OTHER_ROUTES["static"]
-
 _RULE_ARGUMENT = re.compile(r"<(?:(?P<converter>[a-zA-Z_][a-zA-Z0-9_]*)(?:\([^)]*\))?:)?(?P<name>[a-zA-Z_][a-zA-Z0-9_]*)>")
 _CONVERTER_SCHEMAS = {"int": Schema(type=DataType.INTEGER, minimum=0), "float": Schema(type=DataType.NUMBER)}
 
@@ -259,7 +242,7 @@ def build_document(app: Flask) -> dict[str, Any]:
     examples = {"name": served.name, "version": served.version}
     paths: dict[str, dict[str, Operation]] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
-        spec = getattr(app.view_functions[rule.endpoint], "openapi", None) or OTHER_ROUTES.get(rule.endpoint)
+        spec = getattr(app.view_functions[rule.endpoint], "openapi", None)
         if spec is None:
             raise UndocumentedRoute(f"{rule.rule} ({rule.endpoint}) has no `documented` declaration")
         path, arguments = openapi_path(rule.rule)
