@@ -71,10 +71,11 @@ ENV PYTHONUNBUFFERED=1 \
     SENTIMENT_HOST=0.0.0.0 \
     SENTIMENT_MODEL_NAME=${MODEL_NAME} \
     SENTIMENT_MODEL_VERSION=${MODEL_VERSION}
-# No home directory: nothing is written outside /tmp (Kubernetes mounts an
-# emptyDir there; the root filesystem can be read-only).
+# No home directory: nothing is written outside /tmp and the workers' compile
+# cache (Kubernetes mounts an emptyDir on each; the root filesystem can be read-only).
 RUN groupadd --system --gid 10001 app \
- && useradd --system --uid 10001 --gid app --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin app
+ && useradd --system --uid 10001 --gid app --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin app \
+ && install -d -o 10001 -g 10001 /var/cache/sentiment
 # service/config.py finds the model store next to the package: /app/model_store.
 WORKDIR /app
 STOPSIGNAL SIGTERM
@@ -85,8 +86,13 @@ USER 10001:10001
 
 FROM runtime AS worker-base
 # Prometheus metrics; the server opens once the model is loaded and warmed up,
-# so it doubles as the worker's health check.
-ENV SENTIMENT_WORKER_METRICS_PORT=9100
+# so it doubles as the worker's health check. Compiled XLA programs are kept in
+# /var/cache/sentiment (a volume: Compose's named volume, Kubernetes' emptyDir,
+# which outlives a container restart), so a restarted worker loads them instead
+# of compiling again.
+ENV SENTIMENT_WORKER_METRICS_PORT=9100 \
+    SENTIMENT_COMPILE_CACHE_DIR=/var/cache/sentiment/xla
+VOLUME ["/var/cache/sentiment"]
 EXPOSE 9100
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ['SENTIMENT_WORKER_METRICS_PORT'] + '/metrics', timeout=4)"]

@@ -9,7 +9,7 @@ TRAIN_ARGS ?=
 PEERS ?=
 BENCH_ARGS ?=
 
-.PHONY: run test test-quick lint train evaluate bench clean
+.PHONY: run test test-quick lint train evaluate bench bench-recovery clean
 
 $(PY):
 	$(PYTHON_BIN) -m venv $(VENV)
@@ -55,6 +55,10 @@ evaluate: $(VENV)/.dev
 ## with head+tail long texts, side by side (PEERS=bentoml adds BentoML, installed in .venv-bentoml).
 bench: $(VENV)/.dev
 	$(PY) -m bench $(if $(PEERS),--peers $(PEERS)) $(BENCH_ARGS)
+
+## How fast a worker serves: cold start, a crash under load (CLIENTS=16) and a warm restart, with the compile cache.
+bench-recovery: $(VENV)/.dev
+	$(PY) -m bench.recovery --clients $(or $(CLIENTS),16)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

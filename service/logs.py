@@ -57,13 +57,25 @@ def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
 
 _GLOG_PREFIX = re.compile(r"[IWEF]\d{4} ")
 _GLOG_LEVELS = {"I": logging.INFO, "W": logging.WARNING, "E": logging.ERROR, "F": logging.CRITICAL}
+# Lines TensorFlow writes as errors that are not: logged at DEBUG, so that an error in a worker's log is one.
+BENIGN_NATIVE_LINES = re.compile(
+    "|".join(
+        [
+            r"Error parsing text-format tensorflow\.XlaSerializedCacheEntry",  # a cache entry is tried as text, then read as binary
+            r"Loading XLA:CPU AOT result\. Target machine feature",  # a compiled program loaded from the cache names its CPU features
+            r"failed call to cuInit",  # no GPU on this machine: TensorFlow runs on the CPU
+            r"oneDNN supports DT_\w+ only on platforms with AVX-512",  # oneDNN's own kernels give way to Eigen's
+        ]
+    )
+)
 
 
 def capture_native_stderr() -> None:
-    """Turn what C++ libraries write straight to file descriptor 2 into log records (for the JSON format).
+    """Turn what C++ libraries write straight to file descriptor 2 into log records.
 
     TensorFlow logs through absl before anyone can initialise it, so its lines
-    ignore ``TF_CPP_MIN_LOG_LEVEL`` and would break a JSON-lines stream. Here fd 2
+    ignore ``TF_CPP_MIN_LOG_LEVEL``, would break a JSON-lines stream, and call
+    some harmless events errors (`BENIGN_NATIVE_LINES`). Here fd 2
     becomes a pipe that a thread reads: each line is logged by the ``native``
     logger (glog-style ``I``/``W``/``E``/``F`` prefixes give the level), while the
     log handler keeps writing to the real stderr.
@@ -83,6 +95,6 @@ def capture_native_stderr() -> None:
                 line = raw.decode("utf-8", "replace").rstrip()
                 if line:
                     level = _GLOG_LEVELS[line[0]] if _GLOG_PREFIX.match(line) else logging.WARNING
-                    native.log(level, line)
+                    native.log(logging.DEBUG if BENIGN_NATIVE_LINES.search(line) else level, line)
 
     threading.Thread(target=pump, name="native-stderr", daemon=True).start()

@@ -97,6 +97,11 @@ REQUESTS_EXPIRED = Counter("sentiment_requests_expired_total", "Requests dropped
 REQUESTS_RECLAIMED = Counter("sentiment_requests_reclaimed_total", "Requests taken over from a worker that stopped heartbeating.")
 INFERENCE_ERRORS = Counter("sentiment_inference_errors_total", "Model calls that failed.")
 LAST_HEARTBEAT = Gauge("sentiment_worker_last_heartbeat_timestamp_seconds", "Unix time of the worker's last heartbeat in Redis.")
+STARTUP_SECONDS = Gauge("sentiment_worker_startup_seconds", "From the worker's start to its first heartbeat: import, load, warm-up.")
+WARMUP_SECONDS = Gauge("sentiment_worker_warmup_seconds", "Time the worker spent running every batch shape once before serving.")
+WARMUP_COMPILED = Gauge(
+    "sentiment_worker_warmup_compiled_programs", "XLA programs the warm-up compiled (0: every one was loaded from the compile cache)."
+)
 
 # --- both tiers --------------------------------------------------------------------------
 REDIS_ERRORS = Counter("sentiment_redis_errors_total", "Redis calls that failed (connection or timeout).")
@@ -152,7 +157,7 @@ STATE_HELP = {
 API_TIER = (HTTP_REQUESTS, HTTP_SECONDS, IN_FLIGHT, REQUESTS_REFUSED, REQUEST_TEXTS, TEXTS_RECEIVED, TEXTS_TRUNCATED)
 API_TIER += (TEXT_TOKENS, TEXT_OOV, TEXT_WINDOWS, EXPLAIN_REQUESTS, PREDICTIONS, SCORES, RESULT_WAIT_SECONDS)
 WORKER_TIER = (BATCHES, BATCH_TEXTS, BATCH_TOKENS, PADDING_EFFICIENCY, MODEL_SECONDS, QUEUE_WAIT_SECONDS, TEXTS_SCORED, TEXTS_EXPLAINED)
-WORKER_TIER += (REQUESTS_EXPIRED, REQUESTS_RECLAIMED, INFERENCE_ERRORS, LAST_HEARTBEAT)
+WORKER_TIER += (REQUESTS_EXPIRED, REQUESTS_RECLAIMED, INFERENCE_ERRORS, LAST_HEARTBEAT, STARTUP_SECONDS, WARMUP_SECONDS, WARMUP_COMPILED)
 
 
 def _names(metrics) -> set[str]:

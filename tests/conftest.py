@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,12 +11,11 @@ import pytest
 from service.config import ROOT
 from service.embedded_redis import EmbeddedRedis
 from tests import synthetic
-from tests.helpers import Service
+from tests.helpers import COMPILE_CACHE, Service
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Every worker the tests start compiles the same XLA programs at warm-up: share them through TensorFlow's
-# on-disk compile cache (one per test run), so that only the first start pays for it.
-os.environ.setdefault("TF_XLA_FLAGS", f"--tf_xla_persistent_cache_directory={tempfile.mkdtemp(prefix='sentiment-xla-')}")
+# The graphs this process compiles itself (tests of the serving graph, the committed model) share a compile cache too.
+os.environ.setdefault("TF_XLA_FLAGS", f"--tf_xla_persistent_cache_directory={COMPILE_CACHE / 'in-process'}")
 
 SHARED_DATA = Path(os.environ.get("SENTIMENT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 IMDB_ARCHIVE = SHARED_DATA / "aclImdb_v1_labeled.tar.gz"

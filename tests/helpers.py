@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,18 @@ import requests
 
 from service.config import ROOT
 from service.embedded_redis import free_port
+
+# Every worker the tests start compiles the same XLA programs at warm-up: they share the service's own persistent
+# compile cache (SENTIMENT_COMPILE_CACHE_DIR), one per test run, so that only the first start of a graph pays for it.
+COMPILE_CACHE = Path(tempfile.mkdtemp(prefix="sentiment-xla-"))
+
+
+def child_env(**settings: str) -> dict[str, str]:
+    """The environment of a process the tests start: this one's, without any SENTIMENT_* setting or TensorFlow flag
+    of its own, with the test run's compile cache and ``settings``."""
+    drop = ("PROMETHEUS_MULTIPROC_DIR", "TF_XLA_FLAGS")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTIMENT_") and k not in drop}
+    return {**env, "SENTIMENT_COMPILE_CACHE_DIR": str(COMPILE_CACHE), **settings}
 
 
 @contextmanager
@@ -95,22 +108,18 @@ class Service:
         return f"http://127.0.0.1:{self.port}"
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SENTIMENT_") and k != "PROMETHEUS_MULTIPROC_DIR"}
-        env.update(
-            {
-                "SENTIMENT_REDIS_URL": self.redis_url,
-                "SENTIMENT_MODEL_STORE": str(self.model_store),
-                "SENTIMENT_API_PROCESSES": str(self.api_processes),
-                "SENTIMENT_API_CONCURRENCY": "16",
-                "SENTIMENT_TF_THREADS": "1",
-                "SENTIMENT_WORKER_METRICS_PORT": "0",
-                "SENTIMENT_LOG_LEVEL": "WARNING",
-                "PORT": str(self.port),
-                "PYTHONPATH": str(ROOT),
-                **self.settings,
-            }
-        )
-        return env
+        defaults = {
+            "SENTIMENT_REDIS_URL": self.redis_url,
+            "SENTIMENT_MODEL_STORE": str(self.model_store),
+            "SENTIMENT_API_PROCESSES": str(self.api_processes),
+            "SENTIMENT_API_CONCURRENCY": "16",
+            "SENTIMENT_TF_THREADS": "1",
+            "SENTIMENT_WORKER_METRICS_PORT": "0",
+            "SENTIMENT_LOG_LEVEL": "WARNING",
+            "PORT": str(self.port),
+            "PYTHONPATH": str(ROOT),
+        }
+        return child_env(**{**defaults, **self.settings})
 
     def _spawn(self, command: list[str], log_name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         """Start a child with its output appended to ``<log_dir>/<log_name>.log`` (or dropped)."""

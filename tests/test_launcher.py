@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import signal
 import subprocess
 import sys
@@ -15,15 +14,13 @@ import requests
 
 from service.config import ROOT
 from service.embedded_redis import free_port
-from tests.helpers import answers_200, wait_until
+from tests.helpers import answers_200, child_env, wait_until
 
 pytestmark = pytest.mark.slow  # The launcher starts everything `make run` does: end to end.
 
 
 def launcher_env(model_store, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTIMENT_") and k != "PROMETHEUS_MULTIPROC_DIR"}
-    env.update({"SENTIMENT_MODEL_STORE": str(model_store), "SENTIMENT_API_PROCESSES": "1", "SENTIMENT_TF_THREADS": "1", **extra})
-    return env
+    return child_env(SENTIMENT_MODEL_STORE=str(model_store), SENTIMENT_API_PROCESSES="1", SENTIMENT_TF_THREADS="1", **extra)
 
 
 def children(process: subprocess.Popen) -> list[psutil.Process]:

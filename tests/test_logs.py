@@ -7,6 +7,7 @@ import json
 import pytest
 import requests
 
+from service.logs import BENIGN_NATIVE_LINES
 from tests.helpers import Service
 
 pytestmark = pytest.mark.slow  # Services of their own, read through their logs: end to end.
@@ -80,3 +81,13 @@ def test_text_format_is_readable_with_the_same_fields(module_redis, tiny_model_s
         assert svc.predict({"text": "great"}, headers={"X-Request-ID": "plain-1"}).status_code == 200
     [line] = [x for x in (tmp_path / "api.log").read_text().splitlines() if "request_id=plain-1" in x]
     assert " INFO " in line and "service.access: request" in line and "status=200" in line and "route=/predict" in line
+
+
+def test_tensorflows_harmless_errors_are_debug_lines_and_real_ones_stay_errors(logged):
+    native = [r for r in lines(logged["worker0"]) if r["logger"] == "native"]
+    assert native  # TensorFlow's own lines reach the log, as JSON
+    for record in native:
+        if BENIGN_NATIVE_LINES.search(record["message"]):
+            assert record["level"] == "DEBUG", record
+    assert BENIGN_NATIVE_LINES.search("E0000 00:00:1 1 text_format.cc:378] Error parsing text-format tensorflow.XlaSerializedCacheEntry")
+    assert not BENIGN_NATIVE_LINES.search("E0000 00:00:1 1 cpu_executable.cc:1] Execution failed: out of memory")

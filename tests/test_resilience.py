@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import psutil
 import pytest
 import redis
 import requests
 
-from tests.helpers import Service, frozen, wait_until
+from service.config import ROOT
+from service.embedded_redis import free_port
+from tests.conftest import COMMITTED_MODEL_DIR
+from tests.helpers import Service, answers_200, child_env, frozen, wait_until
 
 pytestmark = pytest.mark.slow  # Failures on purpose take a service each, and seconds of waiting: end to end.
 
@@ -36,12 +44,13 @@ def make_service(redis_server, tiny_model_store, tmp_path):
 
 
 class Load:
-    """Clients sending distinct requests in a loop until stopped; every response is kept."""
+    """Clients sending distinct requests in a loop until stopped; every response is kept (and when it came)."""
 
     def __init__(self, service: Service, clients: int, deadline_ms: int | None = None):
         self.service = service
         self.stop = threading.Event()
         self.results: list[tuple[str, int, dict | None, float]] = []
+        self.timeline: list[tuple[float, float, int]] = []  # (sent, answered, status), time.monotonic()
         self.lock = threading.Lock()
         self.headers = {"X-Deadline-Ms": str(deadline_ms)} if deadline_ms else None
         self.threads = [threading.Thread(target=self._client, args=(i,)) for i in range(clients)]
@@ -58,6 +67,7 @@ class Load:
                 status, body = -1, None
             with self.lock:
                 self.results.append((text, status, body, time.monotonic() - started))
+                self.timeline.append((started, time.monotonic(), status))
             n += 1
 
     def __enter__(self) -> Load:
@@ -69,6 +79,21 @@ class Load:
         self.stop.set()
         for thread in self.threads:
             thread.join(30)
+
+
+def first_200_sent_after(load: Load, moment: float) -> float | None:
+    """When the first request sent after ``moment`` was answered 200 (None: none yet)."""
+    return min((answered for sent, answered, status in list(load.timeline) if sent > moment and status == 200), default=None)
+
+
+def worker_processes(launcher: subprocess.Popen) -> list[psutil.Process]:
+    return [c for c in psutil.Process(launcher.pid).children(recursive=True) if "service.worker" in " ".join(c.cmdline())]
+
+
+def warmed_up(log_file, pid: int) -> str | None:
+    """How many programs worker ``pid`` compiled at warm-up, once it is over (its log line says)."""
+    found = re.search(rf"\[{pid}\] service.worker: compile cache \S+: (\d+) program\(s\) compiled", log_file.read_text())
+    return found and found[1]
 
 
 def pending_of(r: redis.Redis, consumer_prefix: str) -> int:
@@ -162,3 +187,46 @@ def test_two_api_processes_and_two_workers_share_one_redis(make_service, redis_s
     r = redis.Redis.from_url(redis_server.url)
     infos = [json.loads(r.get(key)) for key in r.scan_iter("sentiment:worker:*")]
     assert len(infos) == 2 and all(info["texts"] > 0 for info in infos), infos  # both workers took work
+
+
+def test_a_sigkilled_worker_of_the_committed_model_serves_again_within_15_s_under_load(redis_server, tmp_path):
+    """`make run`'s launcher restarts a killed worker at once; with the compile cache the new worker loads its XLA
+    programs instead of compiling them, so 16 clients get a 200 again within 15 s of the kill (72 s without)."""
+    port, metrics_port = free_port(), free_port()
+    env = child_env(
+        SENTIMENT_REDIS_URL=redis_server.url,
+        SENTIMENT_MODEL_STORE=str(COMMITTED_MODEL_DIR.parent),
+        SENTIMENT_API_PROCESSES="1",
+        SENTIMENT_TF_THREADS="1",
+        SENTIMENT_WORKER_METRICS_PORT=str(metrics_port),
+        PORT=str(port),
+    )
+    log_file = tmp_path / "launcher.log"
+    with open(log_file, "wb") as log:
+        launcher = subprocess.Popen([sys.executable, "-m", "service.launcher"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    api = Service(redis_server.url, COMMITTED_MODEL_DIR.parent, port=port)
+    try:
+        ready = functools.partial(answers_200, f"{api.url}/readyz", launcher, log_file)
+        wait_until(ready, 300, interval_s=0.5, what="the launched service to be ready (a first start compiles)")
+        [worker] = worker_processes(launcher)
+        wait_until(lambda: warmed_up(log_file, worker.pid), 300, what="the first worker's warm-up, explanations included")
+        with Load(api, clients=16) as load:
+            time.sleep(2.0)
+            worker.kill()
+            killed_at = time.monotonic()
+            wait_until(lambda: first_200_sent_after(load, killed_at), 60, interval_s=0.1, what="a 200 again")
+        back_after = first_200_sent_after(load, killed_at) - killed_at  # sent after the kill: only the new worker answers it
+        assert back_after < 15.0, f"first 200 {back_after:.1f} s after the kill"
+        [restarted] = worker_processes(launcher)
+        wait_until(lambda: warmed_up(log_file, restarted.pid), 60, what="the new worker's warm-up")
+        assert warmed_up(log_file, restarted.pid) == "0"  # every program came from the cache
+        metrics = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        assert "sentiment_worker_warmup_compiled_programs 0.0" in metrics and "sentiment_worker_startup_seconds" in metrics
+        assert all(status in (200, 503, 504) for _, _, status in load.timeline)
+    finally:
+        launcher.send_signal(signal.SIGTERM)
+        try:
+            launcher.wait(30)
+        except subprocess.TimeoutExpired:
+            launcher.kill()
+            launcher.wait()

@@ -1,0 +1,133 @@
+"""The workers' persistent XLA compile cache: reused where a program is the same, never where it is not."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service import compile_cache
+from service.config import ROOT
+from tests.helpers import child_env
+
+# What a worker does at start, up to serving: cache, TensorFlow, load, warm-up; then scores fixed sequences.
+WARM_AND_SCORE = """
+import json, sys
+from pathlib import Path
+from service import compile_cache
+folder = compile_cache.configure(sys.argv[1])
+before = compile_cache.entries(folder)
+from service.model import SentimentModel, configure_devices
+from service.model_store import resolve
+model = SentimentModel(resolve(Path(sys.argv[2]), int(sys.argv[3])), configure_devices(1))
+model.warm_up(16)
+scores = model.predict([[5, 6, 7, 8], [9, 10, 11, 12, 13, 14], [20, 21]]).tolist()
+print(json.dumps({"folder": str(folder), "compiled": compile_cache.entries(folder) - before, "scores": scores}))
+"""
+
+
+def warm_and_score(cache_root: Path | str, model_dir: Path, version: int) -> dict:
+    env = child_env(PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+    run = subprocess.run(
+        [sys.executable, "-c", WARM_AND_SCORE, str(cache_root), str(model_dir), str(version)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+# --- the folder and the flag -------------------------------------------------------------------
+
+
+def test_each_tensorflow_build_has_a_folder_of_its_own(tmp_path, monkeypatch):
+    build = compile_cache.tensorflow_build()
+    assert build.startswith("tf-") and build == compile_cache.tensorflow_build()  # stable for one installation
+    monkeypatch.delenv("TF_XLA_FLAGS", raising=False)
+    folder = compile_cache.configure(str(tmp_path))
+    assert folder == tmp_path / build and folder.is_dir()
+    assert os.environ["TF_XLA_FLAGS"] == f"--tf_xla_persistent_cache_directory={folder}"
+
+    monkeypatch.setattr(compile_cache, "tensorflow_build", lambda: "tf-9.9.9-0123456789ab")  # another build
+    monkeypatch.setenv("TF_XLA_FLAGS", "--tf_xla_enable_lazy_compilation=false")
+    other = compile_cache.configure(str(tmp_path))
+    assert other == tmp_path / "tf-9.9.9-0123456789ab" != folder
+    assert os.environ["TF_XLA_FLAGS"] == f"--tf_xla_enable_lazy_compilation=false --tf_xla_persistent_cache_directory={other}"
+
+
+def test_an_operators_own_cache_flag_is_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("TF_XLA_FLAGS", f"--tf_xla_persistent_cache_directory={tmp_path / 'mine'}")
+    assert compile_cache.configure(str(tmp_path / "ours")) == tmp_path / "mine"
+    assert os.environ["TF_XLA_FLAGS"] == f"--tf_xla_persistent_cache_directory={tmp_path / 'mine'}"
+
+
+def test_no_cache_when_off_or_not_writable(tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv("TF_XLA_FLAGS", raising=False)
+    assert compile_cache.configure("") is None and "TF_XLA_FLAGS" not in os.environ
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    with caplog.at_level(logging.WARNING):
+        assert compile_cache.configure(str(blocked)) is None
+    assert "TF_XLA_FLAGS" not in os.environ and "not writable" in caplog.text
+    assert compile_cache.entries(None) == 0 and compile_cache.entries(tmp_path / "missing") == 0
+
+
+# --- real workers' programs ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def store_of_three(tiny_model_store, tmp_path_factory) -> Path:
+    """``sentiment/1`` (the tiny model), ``/2`` (its network with the output layer negated: the same graph, other
+    weights) and ``/3`` (a network of another size: another graph)."""
+    import keras
+
+    from service.model_store import resolve
+    from training.export import export
+    from training.model import Architecture, build_model
+    from training.reexport import restore_keras_model
+
+    store = tmp_path_factory.mktemp("cache-store") / "sentiment"
+    shutil.copytree(tiny_model_store / "sentiment" / "1", store / "1")
+    base = resolve(store, 1)
+    tokenizer = base.load_tokenizer()
+    negated = restore_keras_model(base)
+    head = negated.layers[-1]
+    head.set_weights([-w for w in head.get_weights()])
+    export(negated, tokenizer, store / "2", {**base.metadata, "version": 2})
+    architecture = {**base.metadata["architecture"], "lstm_units": base.metadata["architecture"]["lstm_units"] + 4}
+    keras.utils.set_random_seed(3)
+    export(build_model(Architecture(**architecture)), tokenizer, store / "3", {**base.metadata, "version": 3, "architecture": architecture})
+    return store
+
+
+@pytest.mark.slow
+def test_programs_are_shared_by_the_same_graph_only_and_never_stale(store_of_three, tmp_path):
+    cache = tmp_path / "cache"
+    first = warm_and_score(cache, store_of_three, 1)
+    assert first["compiled"] > 0 and Path(first["folder"]).parent == cache
+
+    # The same graph with other weights, exported apart: programs of its own (an export's functions have names of
+    # their own, part of the key), and its scores are its own, as without any cache.
+    same_graph = warm_and_score(cache, store_of_three, 2)
+    assert same_graph["compiled"] > 0
+    uncached = warm_and_score("", store_of_three, 2)
+    assert uncached["folder"] == "None" and uncached["compiled"] == 0
+    assert same_graph["scores"] == pytest.approx(uncached["scores"], abs=1e-6)
+    assert same_graph["scores"] != pytest.approx(first["scores"], abs=1e-3)
+
+    # Another graph compiles programs of its own, and scores as it does without a cache.
+    other_graph = warm_and_score(cache, store_of_three, 3)
+    assert other_graph["compiled"] > 0
+    assert other_graph["scores"] == pytest.approx(warm_and_score("", store_of_three, 3)["scores"], abs=1e-6)
+
+    # A restart of any of them compiles nothing.
+    assert [warm_and_score(cache, store_of_three, v)["compiled"] for v in (1, 3)] == [0, 0]
