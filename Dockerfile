@@ -138,4 +138,4 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '8000') + '/healthz', timeout=4)"]
 # gunicorn's arbiter is PID 1 and gets SIGTERM: it stops accepting, lets
 # requests in flight finish (graceful_timeout, service/gunicorn_conf.py), exits.
-CMD ["python", "-m", "gunicorn", "-c", "service/gunicorn_conf.py", "service.app:create_app()"]
+CMD ["python", "-m", "gunicorn", "-c", "service/gunicorn_conf.py", "service.api.app:create_app()"]

@@ -9,7 +9,7 @@ TRAIN_ARGS ?=
 PEERS ?=
 BENCH_ARGS ?=
 
-.PHONY: run test test-quick lint train evaluate bench bench-recovery clean
+.PHONY: run test test-quick lint docs train evaluate bench bench-recovery clean
 
 $(PY):
 	$(PYTHON_BIN) -m venv $(VENV)
@@ -27,20 +27,27 @@ $(VENV)/.dev: requirements.txt requirements-api.txt requirements-worker.txt requ
 run: $(VENV)/.runtime
 	$(PY) -m service.launcher
 
-## Lint, then the whole test suite (starts its own Redis servers, gunicorn and workers).
+## Lint (style, format, the layering rules), then the whole test suite (starts its own Redis servers, gunicorn and workers).
 test: $(VENV)/.dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 ## Everything but the slow end-to-end tests (browser, Prometheus, schemathesis, committed model served): while working.
 test-quick: $(VENV)/.dev
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -m "not slow"
 
 lint: $(VENV)/.dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports
+
+## Pages generated from the code: docs/settings.md (every SENTIMENT_* setting, from service/config.py).
+docs: $(VENV)/.runtime
+	$(PY) -m service.config > docs/settings.md
 
 ## Train and export a new model version (DATA=..., UNLABELED=..., TRAIN_ARGS=...).
 train: $(VENV)/.dev

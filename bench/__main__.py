@@ -196,8 +196,8 @@ def model_alone(texts: list[str]) -> dict:
     import numpy as np
 
     from service.config import load_settings
-    from service.model import SentimentModel, configure_devices
     from service.model_store import resolve
+    from service.worker.model import SentimentModel, configure_devices
 
     version = resolve(ROOT / "model_store" / "sentiment")
     tokenizer = version.load_tokenizer()
@@ -271,7 +271,7 @@ def start_designs(args, work: Path, texts: list[str], log) -> list[Design]:
     null_env = {**env, "SENTIMENT_REDIS_URL": redis.url, "PORT": str(null.port), "SENTIMENT_WORKER_METRICS_PORT": str(free_port())}
     null.processes += [
         redis.process,
-        spawn([python, "-m", "gunicorn", "-c", GUNICORN_CONF, "service.app:create_app()"], null_env, log),
+        spawn([python, "-m", "gunicorn", "-c", GUNICORN_CONF, "service.api.app:create_app()"], null_env, log),
         spawn([python, "-m", "bench.null_worker"], null_env, log),
     ]
     null.ready = lambda d=null: wait_ready(f"http://127.0.0.1:{d.port}/readyz")

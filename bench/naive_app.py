@@ -19,7 +19,7 @@ from service.tokenizer import combine
 
 def create_app() -> Flask:
     from service.config import load_settings
-    from service.model import SentimentModel, configure_devices
+    from service.worker.model import SentimentModel, configure_devices
 
     # The same graph, warm-up and TensorFlow threads as the service's worker: only the design differs.
     version = resolve(ROOT / "model_store" / "sentiment")

@@ -16,11 +16,12 @@ from service.config import load_settings
 from service.logs import configure_logging
 from service.model_store import ModelVersion, resolve
 from service.queue import RequestQueue, connect
-from service.worker import InferenceWorker
+from service.worker.loop import InferenceWorker
+from service.worker.runner import BatchRunner
 
 
 class NullModel:
-    """Answers 0.5 for every text at once: no TensorFlow, no compute."""
+    """Answers 0.5 for every text at once, every token's weight 0: no TensorFlow, no compute (a `ScoringModel`)."""
 
     def __init__(self, version: ModelVersion):
         self.version = version
@@ -29,6 +30,12 @@ class NullModel:
     def predict(self, sequences: Sequence[Sequence[int]]) -> list[float]:
         return [0.5] * len(sequences)
 
+    def explain(self, sequences: Sequence[Sequence[int]]) -> tuple[list[float], list[float], list[list[float]]]:
+        return [0.5] * len(sequences), [0.0] * len(sequences), [[0.0] * len(s) for s in sequences]
+
+    def padded_batch_size(self, texts: int) -> int:
+        return texts
+
 
 def main() -> int:
     settings = load_settings()
@@ -36,7 +43,8 @@ def main() -> int:
     version = resolve(settings.model_dir, settings.model_version)
     connection = connect(settings.redis_url, settings.redis_timeout_s, blocking_s=settings.heartbeat_interval_s)
     queue = RequestQueue(connection, settings.redis_key_prefix, version.name, version.version)
-    worker = InferenceWorker(settings, NullModel(version), queue, f"{socket.gethostname()}-{os.getpid()}-null", "none", 0.0)
+    runner = BatchRunner(settings, NullModel(version), queue, step_overhead_texts=0.0)
+    worker = InferenceWorker(settings, runner, f"{socket.gethostname()}-{os.getpid()}-null", "none")
     worker.install_signal_handlers()
     return worker.run()
 

@@ -7,7 +7,7 @@
 From a shell: ``python -m sentiment_client "text" ...`` (``--help`` says more).
 """
 
-from sentiment_client.client import FALLBACK_MAX_TEXTS, Limits, SentimentClient
+from sentiment_client.client import SentimentClient
 from sentiment_client.errors import (
     BadRequestError,
     DeadlineExceededError,
@@ -18,6 +18,7 @@ from sentiment_client.errors import (
     UnavailableError,
 )
 from sentiment_client.results import Explanation, ModelRef, Prediction, TokenWeight
+from sentiment_client.splitting import FALLBACK_MAX_TEXTS, Limits
 
 __all__ = [
     "FALLBACK_MAX_TEXTS",

@@ -22,11 +22,9 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from typing import Any, overload
 
 from sentiment_client.errors import (
-    BadRequestError,
     DeadlineExceededError,
     PayloadTooLargeError,
     SentimentError,
@@ -35,23 +33,12 @@ from sentiment_client.errors import (
 )
 from sentiment_client.results import InvalidPayload, Prediction, parse_predictions
 from sentiment_client.retry import backoff_seconds, is_retryable, parse_retry_after
+from sentiment_client.splitting import FALLBACK_MAX_TEXTS, Limits, encode_text, limits_from, split
 from sentiment_client.transport import Response, Transport
 
-FALLBACK_MAX_TEXTS = 64
-"""Texts per request when the server does not say (its own default limit)."""
-
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
-_ENVELOPE = len(b'{"texts":[]}')
 _MIN_ATTEMPT_S = 0.05  # less time than this left: an attempt could only end in a timeout
 _USER_AGENT = "sentiment-client/0.1 (python http.client)"
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may carry, from ``GET /model`` ``limits`` (or the fallback)."""
-
-    max_texts_per_request: int
-    max_body_bytes: int | None = None
 
 
 class SentimentClient:
@@ -153,8 +140,8 @@ class SentimentClient:
         if not _REQUEST_ID.fullmatch(base_id):
             raise ValueError("request_id must be 1-128 characters of letters, digits and ._:/+=-")
         deadline = self._clock() + (self.timeout if timeout is None else timeout)
-        pieces = [_encode(index, text) for index, text in enumerate(items)]
-        chunks = _split(pieces, self._read_limits(deadline)) if len(items) > 1 else [range(1)]
+        pieces = [encode_text(index, text) for index, text in enumerate(items)]
+        chunks = split(pieces, self._read_limits(deadline)) if len(items) > 1 else [range(1)]
         if len(chunks) == 1:
             predictions = self._predict_chunk(pieces, chunks[0], base_id, deadline, len(items) > 1, explain)
         else:
@@ -282,7 +269,7 @@ class SentimentClient:
         except (OSError, http.client.HTTPException):
             return Limits(FALLBACK_MAX_TEXTS)
         if response.status == 200:
-            limits = _limits_from(response.body)
+            limits = limits_from(response.body)
         elif response.status in (404, 405):
             limits = Limits(FALLBACK_MAX_TEXTS)  # a server older than GET /model: it will not tell
         else:
@@ -296,41 +283,6 @@ class SentimentClient:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="sentiment-client")
             return self._pool
-
-
-def _encode(index: int, text: str) -> bytes:
-    """A text as a JSON string, once: its size decides the split and the bytes make the body."""
-    try:
-        return json.dumps(text, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadRequestError(f"texts[{index}] is not valid Unicode (a lone surrogate)", code="bad_request") from None
-
-
-def _split(pieces: list[bytes], limits: Limits) -> list[range]:
-    """Consecutive runs of texts, each within the count limit and, when known, the body limit."""
-    chunks: list[range] = []
-    start, size = 0, _ENVELOPE
-    for index, piece in enumerate(pieces):
-        count = index - start
-        grown = size + len(piece) + (1 if count else 0)
-        too_big = limits.max_body_bytes is not None and grown > limits.max_body_bytes
-        if count and (count >= limits.max_texts_per_request or too_big):
-            chunks.append(range(start, index))
-            start, grown = index, _ENVELOPE + len(piece)
-        size = grown
-    chunks.append(range(start, len(pieces)))
-    return chunks
-
-
-def _limits_from(body: bytes) -> Limits:
-    try:
-        limits = json.loads(body).get("limits")
-        max_texts, max_body = limits["max_texts_per_request"], limits.get("max_body_bytes")
-    except (ValueError, AttributeError, TypeError, KeyError):
-        return Limits(FALLBACK_MAX_TEXTS)  # an older server: no limits advertised
-    if not isinstance(max_texts, int) or max_texts < 1:
-        return Limits(FALLBACK_MAX_TEXTS)
-    return Limits(max_texts, max_body if isinstance(max_body, int) and max_body > _ENVELOPE else None)
 
 
 def _derived_id(base: str, n: int) -> str:

@@ -1,7 +1,8 @@
 """Errors a client can see: each carries its HTTP status and a stable code.
 
-`service.app` turns any `ServiceError` (and any HTTP error Flask raises) into
-``{"error": {"code": ..., "message": ...}}`` in one handler.
+The API (`service.api.app`) turns any `ServiceError` (and any HTTP error Flask
+raises) into ``{"error": {"code": ..., "message": ...}}`` in one handler; the
+standard protocols into their own ``{"error": "..."}``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ class ServiceError(Exception):
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
+        self.stats: dict | None = None  # what the refused request was (texts, tokens, ...), for its access-log line
 
 
 class BadRequest(ServiceError):

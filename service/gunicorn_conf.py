@@ -34,7 +34,7 @@ keepalive = 5
 timeout = 30
 graceful_timeout = 5
 control_socket_disable = True  # one gunicorn per port, no shared ~/.gunicorn socket
-accesslog = None  # the app writes its own access log line (service/hooks.py), with the request id and scoring fields
+accesslog = None  # the app writes its own access log line (service/api/hooks.py), with the request id and scoring fields
 errorlog = "-"
 loglevel = _settings.log_level.lower()
 

@@ -114,7 +114,8 @@ class Launcher:
             if self.settings.inference_workers > 1 and "CUDA_VISIBLE_DEVICES" not in os.environ:
                 worker_env["CUDA_VISIBLE_DEVICES"] = str(index)  # one worker per GPU
             self.workers.append(Child(f"inference worker {index}", [sys.executable, "-m", "service.worker"], worker_env))
-        gunicorn = [sys.executable, "-m", "gunicorn", "-c", str(Path(__file__).with_name("gunicorn_conf.py")), "service.app:create_app()"]
+        gunicorn_conf = str(Path(__file__).with_name("gunicorn_conf.py"))
+        gunicorn = [sys.executable, "-m", "gunicorn", "-c", gunicorn_conf, "service.api.app:create_app()"]
         self.api.append(Child("API (gunicorn)", gunicorn, {**env, "PORT": str(self.port)}))
         for child in (*self.workers, *self.api):
             child.start()

@@ -1,20 +1,12 @@
-"""The Redis protocol between API processes and inference workers.
+"""The Redis side of the protocol between API processes and inference workers: which keys, which commands.
+
+What an entry and an answer are as bytes is `service.codec`'s; this module only
+moves them.
 
 Requests: one Redis Stream per model version, ``<prefix>:requests:<name>:<version>``,
-read by the consumer group ``workers``. One entry per HTTP request::
-
-    r  request key (32 hex characters, never the client's id)
-    i  the request id the API logged (the client's ``X-Request-ID``), for the worker's batch log line
-    a  reply-to: the name of the API process's result list
-    d  deadline, Unix time in milliseconds
-    x  ``1``: explain (answer each token's contribution too), else ``0``
-    l  token count of each sequence: little-endian uint32 array
-    t  token ids of all sequences, concatenated: little-endian uint32 array
-
-(A sequence is a text, or one window of a long one.)
-
-Workers acknowledge *and delete* an entry once answered, so the stream's length
-is exactly the backlog (waiting + in progress): what the bounded enqueue checks
+read by the consumer group ``workers``, one entry per HTTP request. Workers
+acknowledge *and delete* an entry once answered, so the stream's length is
+exactly the backlog (waiting + in progress): what the bounded enqueue checks
 and what an autoscaler reads. An entry a worker took but never acknowledged is
 taken over (XCLAIM) once it has been idle for ``claim_idle_ms`` and its worker
 has stopped heartbeating: at-least-once delivery.
@@ -23,13 +15,8 @@ Results: one list per API process, ``<prefix>:results:<reply-to>``, which one
 thread of that process pops (`pop_results`) and hands to the request threads
 waiting for them (`service.results`). So a waiting request holds no Redis
 connection, a worker answers a whole batch with one RPUSH per API process, and
-the API reads many results per round trip. An item is
-``<request key>|P<float32 probabilities>`` (for an explain request, followed by
-each sequence's per-token contributions to the logit, concatenated) or
-``<request key>|E<UTF-8 message>``.
-A list expires ``result_ttl_s`` after its last push, in case its process is gone.
-(Entries without ``a``, from an API of the previous protocol during a rolling
-update, are answered on ``<prefix>:result:<request key>`` as before.)
+the API reads many results per round trip. A list expires ``result_ttl_s``
+after its last push, in case its process is gone.
 
 Heartbeats: a sorted set ``<prefix>:workers:<name>:<version>`` of consumer names
 scored by their last beat, plus ``<prefix>:worker:<consumer>`` with details.
@@ -38,26 +25,20 @@ scored by their last beat, plus ``<prefix>:worker:<consumer>`` with details.
 from __future__ import annotations
 
 import json
-import sys
 import time
-from array import array
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from service.codec import Answer, QueuedRequest, decode_request, encode_answer, encode_request
+
 GROUP = "workers"
-_LITTLE_ENDIAN = sys.byteorder == "little"
 
 
 class QueueFull(Exception):
     """The backlog reached its bound; the caller should answer 503."""
-
-
-class WorkerError(Exception):
-    """The worker could not answer this request (message is client-safe)."""
 
 
 def connect(url: str, timeout_s: float, blocking_s: float = 0.0, max_connections: int | None = None) -> redis.Redis:
@@ -76,87 +57,6 @@ def connect(url: str, timeout_s: float, blocking_s: float = 0.0, max_connections
         health_check_interval=30,
         max_connections=max_connections,
     )
-
-
-def _pack(values: Sequence, typecode: str) -> bytes:
-    """Little-endian array bytes (``"I"``: uint32 token ids and lengths, ``"f"``: float32 scores)."""
-    packed = array(typecode, values)
-    if not _LITTLE_ENDIAN:
-        packed.byteswap()
-    return packed.tobytes()
-
-
-def _unpack(raw: bytes, typecode: str) -> array:
-    values = array(typecode)
-    values.frombytes(raw)
-    if not _LITTLE_ENDIAN:
-        values.byteswap()
-    return values
-
-
-@dataclass
-class QueuedRequest:
-    """A request as a worker sees it."""
-
-    entry_id: str
-    request_id: str
-    deadline_ms: int
-    sequences: list[array] = field(repr=False)
-    reply_to: str | None = None
-    log_id: str = ""
-    explain: bool = False
-
-    @property
-    def enqueued_ms(self) -> int:
-        """When the API queued it: the stream entry id is ``<Redis time in ms>-<n>``."""
-        return int(self.entry_id.split("-", 1)[0])
-
-    @property
-    def n_texts(self) -> int:
-        return len(self.sequences)
-
-    def expired(self, now_ms: float) -> bool:
-        return now_ms >= self.deadline_ms
-
-
-def encode_entry(
-    request_id: str, sequences: Sequence[Sequence[int]], deadline_ms: int, reply_to: str = "", log_id: str = "", explain: bool = False
-) -> dict[str, bytes | str | int]:
-    flat = [token for sequence in sequences for token in sequence]
-    lengths = _pack([len(s) for s in sequences], "I")
-    return {"r": request_id, "i": log_id, "a": reply_to, "d": deadline_ms, "x": int(explain), "l": lengths, "t": _pack(flat, "I")}
-
-
-def decode_entry(entry_id: str, fields: dict[bytes, bytes]) -> QueuedRequest:
-    lengths = _unpack(fields[b"l"], "I")
-    tokens = _unpack(fields[b"t"], "I")
-    if sum(lengths) != len(tokens):
-        raise ValueError(f"entry {entry_id}: lengths do not add up to the token count")
-    sequences, start = [], 0
-    for length in lengths:
-        sequences.append(tokens[start : start + length])
-        start += length
-    reply_to = fields.get(b"a")
-    log_id = fields.get(b"i", b"").decode(errors="replace")
-    explain = fields.get(b"x") == b"1"
-    return QueuedRequest(
-        entry_id, fields[b"r"].decode(), int(fields[b"d"]), sequences, reply_to.decode() if reply_to else None, log_id, explain
-    )
-
-
-def encode_result(request_id: str, answer: Sequence[float] | str) -> bytes:
-    """One item of a result list: the request key, then probabilities or an error message."""
-    body = b"E" + answer.encode() if isinstance(answer, str) else b"P" + _pack(answer, "f")
-    return request_id.encode() + b"|" + body
-
-
-def decode_result(item: bytes) -> tuple[str, list[float] | WorkerError]:
-    """``(request key, probabilities)``, or ``(request key, WorkerError)`` when the worker could not score it."""
-    split = item.index(b"|")
-    key, kind, body = item[:split].decode(), item[split + 1 : split + 2], item[split + 2 :]
-    if kind == b"E":
-        return key, WorkerError(body.decode("utf-8", "replace"))
-    return key, _unpack(body, "f").tolist()
 
 
 # Bounded XADD: refuse, atomically, when the backlog is at its bound.
@@ -198,7 +98,6 @@ class RequestQueue:
 
     stream_key_format = "{prefix}:requests:{name}:{version}"
     results_key_format = "{prefix}:results:{reply_to}"
-    legacy_result_key_format = "{prefix}:result:{request_id}"
     workers_key_format = "{prefix}:workers:{name}:{version}"
     worker_info_key_format = "{prefix}:worker:{consumer}"
 
@@ -217,16 +116,16 @@ class RequestQueue:
 
     def enqueue(
         self,
-        request_id: str,
+        key: str,
         sequences: Sequence[Sequence[int]],
         deadline_ms: int,
         max_backlog: int,
         reply_to: str,
-        log_id: str = "",
+        request_id: str = "",
         explain: bool = False,
     ) -> str:
-        """Queue a request whose result goes to ``reply_to``'s list; `QueueFull` at the bound (one round trip)."""
-        e = encode_entry(request_id, sequences, deadline_ms, reply_to, log_id, explain)
+        """Queue a request whose answer goes to ``reply_to``'s list under ``key``; `QueueFull` at the bound (one round trip)."""
+        e = encode_request(key, sequences, deadline_ms, reply_to, request_id, explain)
         args = (1, self.stream, max_backlog, e["r"], e["i"], e["a"], e["d"], e["x"], e["l"], e["t"])
         try:  # EVALSHA straight through execute_command: the hot path skips redis-py's Script wrappers
             entry_id = self.redis.execute_command("EVALSHA", self._enqueue.sha, *args)
@@ -327,24 +226,19 @@ class RequestQueue:
         for entry_id, fields in entries:
             entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
             try:
-                requests.append(decode_entry(entry_id, fields))
+                requests.append(decode_request(entry_id, fields))
             except (KeyError, ValueError):
                 broken.append(entry_id)
         if broken:  # Nothing can answer a malformed entry; don't let it come back forever.
             self.finish(broken)
         return requests
 
-    def respond(self, answers: Sequence[tuple[QueuedRequest, Sequence[float] | str]], result_ttl_s: int) -> None:
-        """Deliver results (probabilities, or an error message) and retire their entries, in one round trip:
+    def respond(self, answers: Sequence[tuple[QueuedRequest, Answer | str]], result_ttl_s: int) -> None:
+        """Deliver answers (or error messages) and retire their entries, in one round trip:
         one RPUSH per API process that waits for some of them."""
         by_list: dict[str, list[bytes]] = {}
         for request, answer in answers:
-            if request.reply_to:
-                by_list.setdefault(self.results_key(request.reply_to), []).append(encode_result(request.request_id, answer))
-            else:  # an API of the previous protocol waits on a list of its own
-                legacy = b"E" + answer.encode() if isinstance(answer, str) else b"P" + _pack(answer, "f")
-                key = self.legacy_result_key_format.format(prefix=self.prefix, request_id=request.request_id)
-                by_list.setdefault(key, []).append(legacy)
+            by_list.setdefault(self.results_key(request.reply_to), []).append(encode_answer(request.key, answer))
         pipe = self.redis.pipeline(transaction=False)
         for key, items in by_list.items():
             pipe.rpush(key, *items)

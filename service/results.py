@@ -1,12 +1,11 @@
 """How an API process gets its results back: one listener thread, many waiting requests.
 
-Every request thread used to block on a Redis connection of its own (BLPOP on a
-per-request key): one connection and one round trip per waiting request, and a
-blocking timeout that Redis rounds to "forever" when it falls under a
-millisecond. Instead, each API process has one result list in Redis
-(`RequestQueue.results_key`) and one thread (`ResultListener`) that pops
-whatever has arrived — many results per round trip — and hands each to the
-thread waiting for it. A request thread waits on a lock with its own deadline,
+Each API process has one result list in Redis (`RequestQueue.results_key`) and
+one thread (`ResultListener`) that pops whatever has arrived, many results per
+round trip, and hands each to the request waiting for it (by its random key).
+Blocking on a connection of its own per request would cost one connection and
+one round trip per waiting request, and a blocking timeout that Redis rounds
+to "forever" when it falls under a millisecond. A request thread waits on a lock with its own deadline,
 so a deadline is kept to the millisecond without any Redis timeout, and holds
 no connection while it waits.
 
@@ -21,11 +20,13 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Sequence
 
 import redis
 
 from service import metrics
-from service.queue import RequestQueue, decode_result
+from service.codec import decode_answer
+from service.queue import RequestQueue
 
 log = logging.getLogger("service.results")
 
@@ -42,14 +43,15 @@ class Waiter:
     def __init__(self) -> None:
         self._done = threading.Lock()
         self._done.acquire()
-        self.outcome: list[float] | Exception | None = None
+        self.outcome: Sequence[float] | Exception | None = None
 
-    def deliver(self, outcome: list[float] | Exception) -> None:
+    def deliver(self, outcome: Sequence[float] | Exception) -> None:
         self.outcome = outcome
         self._done.release()
 
-    def wait(self, timeout_s: float) -> list[float] | None:
-        """The probabilities; ``None`` when ``timeout_s`` passes first; raises `WorkerError` or `RedisUnavailable`."""
+    def wait(self, timeout_s: float) -> Sequence[float] | None:
+        """The answer's values (`service.codec.read_answer` reads them); ``None`` when ``timeout_s`` passes first;
+        raises `WorkerError` or `RedisUnavailable`."""
         if timeout_s <= 0 or not self._done.acquire(timeout=timeout_s):
             return None
         if isinstance(self.outcome, Exception):
@@ -108,7 +110,7 @@ class ResultListener:
                 failures = 0
             for item in items:
                 try:
-                    key, outcome = decode_result(item)
+                    key, outcome = decode_answer(item)
                 except (ValueError, UnicodeDecodeError):
                     log.warning("result listener: dropped a malformed result")
                     continue

@@ -129,7 +129,7 @@ class Service:
             return subprocess.Popen(command, env=env or self.env(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 
     def start_api(self) -> None:
-        command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "service" / "gunicorn_conf.py"), "service.app:create_app()"]
+        command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "service" / "gunicorn_conf.py"), "service.api.app:create_app()"]
         self.api = self._spawn(command, "api")
         wait_until(lambda: answers_200(f"{self.url}/healthz", self.api), 60, what="the API to answer /healthz")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from service.batching import BatchCollector, plan_model_calls
+from service.worker.batching import BatchCollector, plan_model_calls
 
 
 @dataclass

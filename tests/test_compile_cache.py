@@ -12,18 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from service import compile_cache
 from service.config import ROOT
+from service.worker import compile_cache
 from tests.helpers import child_env
 
 # What a worker does at start, up to serving: cache, TensorFlow, load, warm-up; then scores fixed sequences.
 WARM_AND_SCORE = """
 import json, sys
 from pathlib import Path
-from service import compile_cache
+from service.worker import compile_cache
 folder = compile_cache.configure(sys.argv[1])
 before = compile_cache.entries(folder)
-from service.model import SentimentModel, configure_devices
+from service.worker.model import SentimentModel, configure_devices
 from service.model_store import resolve
 model = SentimentModel(resolve(Path(sys.argv[2]), int(sys.argv[3])), configure_devices(1))
 model.warm_up(16)

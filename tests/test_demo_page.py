@@ -45,7 +45,7 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--disable-dev-shm-usage",
 ]
-STATIC = ROOT / "service" / "static"
+STATIC = ROOT / "service" / "api" / "static"
 EXAMPLES = json.loads((STATIC / "examples.json").read_text(encoding="utf-8"))
 REVIEW = "the movie was great wonderful superb, i loved it"
 WAIT_S = 20

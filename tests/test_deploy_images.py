@@ -134,7 +134,7 @@ def service_modules(*entry_points: str) -> set[Path]:
     """The files of ``service/`` that the entry points import, directly or not, found by reading
     their import statements (those inside functions too: the worker imports the model lazily)."""
     files: set[Path] = set()
-    todo = [ROOT / "service" / "__init__.py", *(ROOT / Path(*name.split(".")).with_suffix(".py") for name in entry_points)]
+    todo = [ROOT / "service" / "__init__.py", *(module_file(name) for name in entry_points)]
     while todo:
         path = todo.pop()
         if path in files:
@@ -147,10 +147,16 @@ def service_modules(*entry_points: str) -> set[Path]:
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
             for name in names:
-                candidate = ROOT / Path(*name.split(".")).with_suffix(".py")
+                candidate = module_file(name)
                 if name.startswith("service.") and candidate.is_file():
                     todo.append(candidate)
     return files
+
+
+def module_file(name: str) -> Path:
+    """The file of module ``name``: ``a/b.py``, or a package's ``a/b/__init__.py``."""
+    path = ROOT / Path(*name.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
 
 
 def imported_distributions(files: set[Path]) -> set[str]:
@@ -263,7 +269,7 @@ def test_commands_are_exec_form_stop_on_sigterm_and_are_health_checked(dockerfil
     args, stages = dockerfile
     command = exec_form(last(stages, target, "CMD"))
     if target == "api":
-        assert command == ["python", "-m", "gunicorn", "-c", "service/gunicorn_conf.py", "service.app:create_app()"]
+        assert command == ["python", "-m", "gunicorn", "-c", "service/gunicorn_conf.py", "service.api.app:create_app()"]
         assert (ROOT / "service" / "gunicorn_conf.py").is_file()
     else:
         assert command == ["python", "-m", "service.worker"]
@@ -340,25 +346,25 @@ def test_requirements_txt_is_the_union_of_the_roles_plus_the_embedded_redis():
 
 
 # What one API process loads: the app, gunicorn's gthread worker, its configuration (the image's CMD).
-API_MODULES = ("service.app", "service.gunicorn_conf", "gunicorn.app.wsgiapp", "gunicorn.workers.gthread")
+API_MODULES = ("service.api.app", "service.gunicorn_conf", "gunicorn.app.wsgiapp", "gunicorn.workers.gthread")
 
 
 def test_each_role_declares_every_package_its_code_imports():
     """Read from the import statements (those inside functions too: the worker imports the model
     lazily). A package missing from a role's file would only show as an ImportError in its image."""
-    api_code = imported_distributions(service_modules("service.app", "service.gunicorn_conf")) | {"gunicorn"}  # CMD: python -m gunicorn
-    worker_code = imported_distributions(service_modules("service.worker"))
+    api_code = imported_distributions(service_modules("service.api.app", "service.gunicorn_conf")) | {"gunicorn"}  # CMD: python -m gunicorn
+    worker_code = imported_distributions(service_modules("service.worker.__main__"))  # python -m service.worker
     assert {"flask", "redis", "pydantic-settings"} <= api_code and "tensorflow" in worker_code  # the reading found the imports
     assert api_code - set(pins(ROOT / "requirements-api.txt")) == set()
     assert worker_code - set(pins(ROOT / "requirements-worker.txt")) == set()
-    assert not {name for name in api_code if TENSORFLOW_FAMILY.match(name)}
+    # That the API's code never imports TensorFlow is a layering rule: pyproject.toml's import-linter contracts.
 
 
 def test_each_role_installs_every_package_it_loads(tmp_path):
     """Run the imports for real (the worker without its lazily imported model, i.e. without
     TensorFlow, whose optional imports of whatever else is installed here prove nothing)."""
     api_loaded = loaded_distributions(tmp_path, *API_MODULES)
-    worker_loaded = loaded_distributions(tmp_path, "service.worker")
+    worker_loaded = loaded_distributions(tmp_path, "service.worker.__main__")
     assert {"flask", "orjson"} <= api_loaded and "orjson" in worker_loaded and "tensorflow" not in worker_loaded
     assert api_loaded - installed_closure(pins(ROOT / "requirements-api.txt")) == set()
     assert worker_loaded - installed_closure(pins(ROOT / "requirements-worker.txt")) == set()

@@ -201,7 +201,7 @@ def routes(redis_url: str) -> set[str]:
     listener thread and configures logging: nothing of that should leak into the test process)."""
     code = (
         "import json, sys\n"
-        "from service.app import create_app\n"
+        "from service.api.app import create_app\n"
         "from service.config import Settings\n"
         "app = create_app(Settings(redis_url=sys.argv[1], log_level='WARNING'))\n"
         "print(json.dumps(sorted(rule.rule for rule in app.url_map.iter_rules())))\n"

@@ -114,7 +114,7 @@ def test_explain_requests_are_counted(service):
 
 def test_a_version_without_the_signature_refuses_to_explain(redis_server):
     """v2 was exported before explanations: "explain" is a 400 on /predict and on KServe, which does not list the output."""
-    from service.app import create_app
+    from service.api.app import create_app
     from service.config import Settings
 
     old = resolve(COMMITTED_MODEL_DIR, 2)

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from service.demo import FINGERPRINTS
+from service.api.demo import FINGERPRINTS
 
 EXISTING, MISSING = "etc/hostname", "etc/no-such-file-here"
 EXISTING_CONTENT = Path("/", EXISTING).read_bytes().strip()

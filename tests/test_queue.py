@@ -7,7 +7,8 @@ import time
 import pytest
 import redis
 
-from service.queue import QueueFull, RequestQueue, WorkerError, connect, decode_entry, decode_result, encode_entry
+from service.codec import Answer, WorkerError, decode_answer, encode_request
+from service.queue import QueueFull, RequestQueue, connect
 
 
 @pytest.fixture
@@ -21,22 +22,16 @@ def deadline(seconds: float = 5.0) -> int:
     return int((time.time() + seconds) * 1000)
 
 
-def enqueue(queue: RequestQueue, request_id: str, sequences, deadline_ms: int | None = None, max_backlog: int = 10, reply_to="api-1"):
-    return queue.enqueue(request_id, sequences, deadline() if deadline_ms is None else deadline_ms, max_backlog, reply_to)
+def enqueue(queue: RequestQueue, key: str, sequences, deadline_ms: int | None = None, max_backlog: int = 10, reply_to="api-1"):
+    return queue.enqueue(key, sequences, deadline() if deadline_ms is None else deadline_ms, max_backlog, reply_to)
 
 
 def results(queue: RequestQueue, reply_to: str = "api-1", block_s: float = 1.0) -> dict:
-    return dict(decode_result(item) for item in queue.pop_results(reply_to, block_s))
-
-
-def test_entry_encoding_round_trip():
-    sequences = [[1, 2, 3], [4_000_000_000], [7] * 500]
-    fields = {k.encode(): (v if isinstance(v, bytes) else str(v).encode()) for k, v in encode_entry("req", sequences, 123, "api-7").items()}
-    decoded = decode_entry("1700000000123-0", fields)
-    assert decoded.request_id == "req" and decoded.deadline_ms == 123 and decoded.reply_to == "api-7"
-    assert decoded.enqueued_ms == 1700000000123  # the stream entry id's time
-    assert [list(s) for s in decoded.sequences] == sequences
-    assert len(fields[b"t"]) == 4 * 504  # 4 bytes a token, no pickle, no JSON
+    answers = {}
+    for item in queue.pop_results(reply_to, block_s):
+        key, outcome = decode_answer(item)
+        answers[key] = outcome if isinstance(outcome, WorkerError) else outcome.tolist()
+    return answers
 
 
 def test_request_travels_to_a_worker_and_back(queue):
@@ -45,9 +40,10 @@ def test_request_travels_to_a_worker_and_back(queue):
     enqueue(queue, "r3", [[9]], reply_to="api-2")
     assert queue.backlog() == 3
     got = queue.read("w1", count=10, block_ms=100)
-    assert [r.request_id for r in got] == ["r1", "r2", "r3"]
+    assert [r.key for r in got] == ["r1", "r2", "r3"]
     assert [list(s) for s in got[0].sequences] == [[5, 6], [7]]
-    queue.respond([(got[0], [0.25, 0.75]), (got[1], "token id outside the model's vocabulary"), (got[2], [0.5])], result_ttl_s=5)
+    answers = [(got[0], Answer([0.25, 0.75])), (got[1], "token id outside the model's vocabulary"), (got[2], Answer([0.5]))]
+    queue.respond(answers, result_ttl_s=5)
     mine = results(queue, "api-1")
     assert mine["r1"] == [0.25, 0.75] and set(mine) == {"r1", "r2"}  # both of api-1's results in one read
     assert isinstance(mine["r2"], WorkerError) and "vocabulary" in str(mine["r2"])
@@ -56,17 +52,16 @@ def test_request_travels_to_a_worker_and_back(queue):
     assert queue.redis.xpending(queue.stream, "workers")["pending"] == 0
 
 
-def test_entries_of_the_previous_protocol_are_answered_on_their_own_key(queue):
-    queue.redis.xadd(queue.stream, {k: v for k, v in encode_entry("old", [[5]], deadline()).items() if k != "a"})
-    [request] = queue.read("w", count=10, block_ms=100)
-    assert request.reply_to is None
-    queue.respond([(request, [0.5])], result_ttl_s=5)
-    assert queue.redis.lpop("test:result:old") == b"P" + b"\x00\x00\x00?"  # float32 0.5, little-endian
+def test_an_entry_nobody_can_answer_is_retired_not_kept_forever(queue):
+    queue.redis.xadd(queue.stream, {k: v for k, v in encode_request("no-reply-to", [[5]], deadline(), "api-1").items() if k != "a"})
+    enqueue(queue, "fine", [[6]])
+    assert [r.key for r in queue.read("w", count=10, block_ms=100)] == ["fine"]
+    assert queue.backlog() == 1 and queue.redis.xpending(queue.stream, "workers")["pending"] == 1  # only the answerable one
 
 
 def test_results_expire_when_nobody_collects_them(queue):
     enqueue(queue, "gone", [[5]])
-    queue.respond([(queue.read("w", 1, 100)[0], [0.5])], result_ttl_s=1)
+    queue.respond([(queue.read("w", 1, 100)[0], Answer([0.5]))], result_ttl_s=1)
     assert 0 < queue.redis.ttl(queue.results_key("api-1")) <= 1
 
 
@@ -87,18 +82,18 @@ def test_backlog_is_bounded(queue):
         enqueue(queue, "one-too-many", [[5]], max_backlog=3)
     assert queue.backlog() == 3
     taken = queue.read("w", count=1, block_ms=None)
-    queue.respond([(taken[0], [0.1])], result_ttl_s=5)
+    queue.respond([(taken[0], Answer([0.1]))], result_ttl_s=5)
     enqueue(queue, "fits-again", [[5]], max_backlog=3)
 
 
 def test_entries_of_a_dead_worker_are_taken_over_once_idle(queue):
     enqueue(queue, "r1", [[5]])
-    assert [r.request_id for r in queue.read("dead", count=10, block_ms=100)] == ["r1"]
+    assert [r.key for r in queue.read("dead", count=10, block_ms=100)] == ["r1"]
     assert queue.claim_abandoned("alive", min_idle_ms=500, live_ttl_s=3) == []  # not idle long enough yet
     time.sleep(0.6)
     claimed = queue.claim_abandoned("alive", min_idle_ms=500, live_ttl_s=3)
-    assert [r.request_id for r in claimed] == ["r1"]
-    queue.respond([(claimed[0], [0.9])], result_ttl_s=5)
+    assert [r.key for r in claimed] == ["r1"]
+    queue.respond([(claimed[0], Answer([0.9]))], result_ttl_s=5)
     assert results(queue)["r1"] == pytest.approx([0.9])
     assert queue.claim_abandoned("alive", min_idle_ms=0, live_ttl_s=3) == []
 
@@ -110,7 +105,7 @@ def test_a_live_workers_slow_batch_is_not_taken(queue):
     time.sleep(0.3)
     assert queue.claim_abandoned("other", min_idle_ms=200, live_ttl_s=3) == []
     queue.sign_off("slow")  # ... until it stops heartbeating
-    assert [r.request_id for r in queue.claim_abandoned("other", min_idle_ms=200, live_ttl_s=3)] == ["r1"]
+    assert [r.key for r in queue.claim_abandoned("other", min_idle_ms=200, live_ttl_s=3)] == ["r1"]
 
 
 def test_deleted_entries_are_dropped_from_the_pending_list_on_takeover(queue):
@@ -163,7 +158,7 @@ def test_group_comes_back_after_a_redis_restart(redis_server, queue):
     redis_server.start()
     enqueue(queue, "r", [[5]])  # the stream exists again, the group does not
     assert queue.read("w", count=10, block_ms=None) == []  # NOGROUP: recreated from id 0 ...
-    assert [r.request_id for r in queue.read("w", count=10, block_ms=None)] == ["r"]  # ... so nothing queued is skipped
+    assert [r.key for r in queue.read("w", count=10, block_ms=None)] == ["r"]  # ... so nothing queued is skipped
 
 
 def test_state_reports_backlog_pending_oldest_waiting_age_and_live_workers(queue):

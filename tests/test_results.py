@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from service.queue import RequestQueue, WorkerError, connect, encode_result
+from service.codec import Answer, WorkerError, encode_answer
+from service.queue import RequestQueue, connect
 from service.results import RedisUnavailable, ResultListener
 
 
@@ -17,6 +18,10 @@ def listener(redis_server):
     listening = ResultListener(queue, connect(redis_server.url, 0.5, blocking_s=0.2), block_s=0.2).start()
     yield listening
     listening.stop()
+
+
+def encode_result(key: str, answer: list[float] | str) -> bytes:
+    return encode_answer(key, answer if isinstance(answer, str) else Answer(answer))
 
 
 def push(listener: ResultListener, *items: bytes) -> None:
@@ -41,7 +46,7 @@ def test_a_late_or_duplicate_result_is_dropped(listener):
     push(listener, encode_result("nobody-waits", [0.5]), b"malformed, no separator")
     waiter = listener.expect("next")
     push(listener, encode_result("next", [0.25]))
-    assert waiter.wait(2.0) == [0.25]  # the listener carried on past both
+    assert list(waiter.wait(2.0)) == [0.25]  # the listener carried on past both
 
 
 @pytest.mark.parametrize("deadline_ms", [1, 2, 5, 50])
@@ -83,4 +88,4 @@ def test_redis_going_away_fails_the_waiting_requests_at_once_then_recovers(liste
             break
         except Exception:
             time.sleep(0.1)
-    assert waiter.wait(5) == [0.75]
+    assert list(waiter.wait(5)) == [0.75]

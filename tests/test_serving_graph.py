@@ -205,7 +205,7 @@ def test_serving_gpu_agrees_with_the_fast_graph_on_a_gpu(committed):
 
 
 def test_sentiment_model_picks_the_signature_for_its_device(committed):
-    from service.model import SentimentModel
+    from service.worker.model import SentimentModel
 
     on_cpu = SentimentModel(committed, "CPU")
     assert on_cpu.signature == "serving_default" and on_cpu.batch_buckets == committed.metadata["serving"]["batch_buckets"]
@@ -215,7 +215,7 @@ def test_sentiment_model_picks_the_signature_for_its_device(committed):
 
 def test_the_version_it_was_exported_from_is_still_served_with_the_same_scores(committed):
     """A version without the ``serving`` entry (v2) has ``serving_default`` alone: served on any device, as before."""
-    from service.model import SentimentModel
+    from service.worker.model import SentimentModel
 
     source = committed.metadata.get("exported_from", {}).get("version")
     if source is None or not (COMMITTED_MODEL_DIR / str(source)).is_dir():
@@ -230,7 +230,7 @@ def test_the_version_it_was_exported_from_is_still_served_with_the_same_scores(c
 
 
 def test_warm_up_covers_every_bucket_a_batch_size_can_meet(committed):
-    from service.model import SentimentModel
+    from service.worker.model import SentimentModel
 
     model = SentimentModel(committed, "CPU")
     buckets = model.batch_buckets
@@ -249,7 +249,7 @@ NO_COMPILE_AFTER_WARM_UP = textwrap.dedent(
 
     import numpy as np
 
-    from service.model import SentimentModel, configure_devices
+    from service.worker.model import SentimentModel, configure_devices
     from service.model_store import resolve
 
     dump, store, max_batch = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])

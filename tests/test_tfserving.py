@@ -17,7 +17,7 @@ import requests
 
 from service.embedded_redis import EmbeddedRedis
 from service.model_store import is_complete, resolve
-from service.protocols.tfserving import float32_json
+from service.packing import float32_json
 from tests.conftest import COMMITTED_MODEL_DIR
 from tests.helpers import Service, assert_standard_error, frozen, timed_predict
 

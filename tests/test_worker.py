@@ -10,18 +10,19 @@ import pytest
 from service.config import Settings
 from service.model_store import resolve
 from service.queue import RequestQueue, connect
-from service.worker import InferenceWorker
+from service.worker.loop import InferenceWorker
+from service.worker.runner import BatchRunner
 from tests.helpers import wait_until
 
 
 @pytest.fixture
 def worker(redis_server, tiny_model_store):
-    from service.model import SentimentModel
+    from service.worker.model import SentimentModel
 
     settings = Settings(redis_url=redis_server.url, model_store=tiny_model_store, heartbeat_interval_s=0.1, heartbeat_ttl_s=0.3)
     version = resolve(settings.model_dir)
     queue = RequestQueue(connect(redis_server.url, 0.5), settings.redis_key_prefix, version.name, version.version)
-    return InferenceWorker(settings, SentimentModel(version), queue, "test-worker")
+    return InferenceWorker(settings, BatchRunner(settings, SentimentModel(version), queue), "test-worker")
 
 
 def test_heartbeat_runs_beside_a_long_batch_but_stops_when_the_loop_is_stuck(worker):

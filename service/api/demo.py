@@ -16,8 +16,8 @@ from pathlib import Path
 
 from flask import Blueprint, Response, render_template_string, request, send_from_directory, url_for
 
-from service.openapi import Body, documented
-from service.static_files import file_names, one_of
+from service.api.openapi import Body, documented
+from service.api.static_files import file_names, one_of
 
 bp = Blueprint("demo", __name__)
 

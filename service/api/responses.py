@@ -1,29 +1,21 @@
-"""What the protocols' blueprints share: JSON bodies, pydantic errors as one sentence, the standard protocols' error body."""
+"""JSON responses, and the error bodies: the service's own, and the standard protocols' ``{"error": "..."}``."""
 
 from __future__ import annotations
 
 import orjson
 from flask import Blueprint, Response
-from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from service.errors import BadRequest, ServiceError
-from service.responses import json_response
+from service.errors import ServiceError
 
 
-def parse_json(body: bytes, what: str = "the body") -> object:
-    """``body`` as JSON, or a 400 that says why not (orjson refuses invalid UTF-8, lone surrogates and nesting past 1024)."""
-    if not body.strip():
-        raise BadRequest(f"{what} is empty: send a JSON object")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"malformed JSON in {what}: {exc}") from None
+def json_response(body: dict, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status=status, headers=headers, mimetype="application/json")
 
 
-def validation_problems(exc: ValidationError, limit: int = 5) -> str:
-    """The first few problems pydantic found, as ``field.path: what is wrong`` joined by ``; ``."""
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False)[:limit])
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    """``{"error": {"code": ..., "message": ...}}``: a stable code for programs, a sentence for people."""
+    return json_response({"error": {"code": code, "message": message}}, status, headers)
 
 
 def answer_errors_as_standard(bp: Blueprint) -> None:

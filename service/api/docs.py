@@ -17,8 +17,8 @@ from pathlib import Path
 import flask_swagger_ui
 from flask import Blueprint, Response, send_from_directory, url_for
 
-from service.openapi import Body, documented
-from service.static_files import file_names, one_of
+from service.api.openapi import Body, documented
+from service.api.static_files import file_names, one_of
 
 bp = Blueprint("docs", __name__)
 

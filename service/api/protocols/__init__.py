@@ -1,4 +1,4 @@
-"""The protocols the service speaks, one blueprint each, all over the one inference path (`service.inference`).
+"""The protocols the service speaks, one blueprint each, all over the one scoring core (`service.scoring.Scorer`).
 
 - `native`: the service's own API, ``POST /predict`` and ``GET /model``.
 - `tfserving`: TensorFlow Serving's REST API, ``/v1/models/...``.
@@ -10,6 +10,6 @@ reaches the model except through the Redis queue and a worker.
 
 from __future__ import annotations
 
-from service.protocols import kserve, native, tfserving
+from service.api.protocols import kserve, native, tfserving
 
 BLUEPRINTS = (native.bp, tfserving.bp, kserve.bp)

@@ -1,7 +1,7 @@
 """``GET /openapi.json``: the OpenAPI 3.1 document of every route, generated from the routes' own declarations.
 
 Each view declares what it takes and answers with `documented` (its request and
-response bodies are models of `service.schemas`); the document is put together
+response bodies are models of `service.api.schemas`); the document is put together
 from the application's URL map, so a route cannot exist without being in it
 (building the document fails on an undeclared route, and tests/test_openapi.py
 builds it). The typed objects and the component schemas come from
@@ -42,8 +42,9 @@ from openapi_pydantic.v3.v3_1 import Response as ResponseObject
 from pydantic import BaseModel
 
 from service import __version__
-from service.hooks import DEADLINE_HEADER, REQUEST_ID_HEADER
-from service.schemas import ErrorResponse
+from service.api.hooks import REQUEST_ID_HEADER
+from service.api.schemas.common import ErrorResponse
+from service.api.serving import DEADLINE_HEADER
 
 bp = Blueprint("openapi", __name__)
 
@@ -69,7 +70,7 @@ TAGS = [
 
 @dataclass(frozen=True)
 class Body:
-    """One media type of a request or response body: a model of `service.schemas`, or a raw JSON Schema."""
+    """One media type of a request or response body: a model of `service.api.schemas`, or a raw JSON Schema."""
 
     model: type[BaseModel] | None = None
     media_type: str = JSON
@@ -162,7 +163,16 @@ def _reference(kind: str, name: str) -> Reference:
     return Reference(ref=f"#/components/{kind}/{name}")
 
 
-def _operation(spec: Declaration, endpoint: str, method: str, arguments: list[tuple[str, str]], examples: dict[str, Any]) -> Operation:
+def operation_id(endpoint: str, method: str, distinct_arguments: list[str]) -> str:
+    """``tfserving_model_status_get``; a view serving several rules (``/models/<name>`` and ``/models/<name>/versions/
+    <version>``) gets one per rule, the rule's distinguishing path parameters appended: ``..._by_version_get``."""
+    by = f"_by_{'_'.join(distinct_arguments)}" if distinct_arguments else ""
+    return f"{endpoint.replace('.', '_')}{by}_{method.lower()}"
+
+
+def _operation(
+    spec: Declaration, endpoint: str, method: str, arguments: list[tuple[str, str]], distinct: list[str], examples: dict[str, Any]
+) -> Operation:
     parameters: list[Parameter | Reference] = [
         Parameter(
             name=name,
@@ -198,7 +208,7 @@ def _operation(spec: Declaration, endpoint: str, method: str, arguments: list[tu
         tags=[spec.tag],
         summary=spec.summary,
         description=spec.description or None,
-        operationId=f"{endpoint.replace('.', '_')}_{method.lower()}",
+        operationId=operation_id(endpoint, method, distinct),
         parameters=parameters,
         requestBody=request_body,
         responses=answers,
@@ -234,20 +244,27 @@ def _components() -> Components:
 
 
 def build_document(app: Flask) -> dict[str, Any]:
-    """The OpenAPI document of every route of ``app`` (HEAD and OPTIONS, which Flask adds to every route, left out).
+    """The OpenAPI document of every route of ``app`` (HEAD, which Flask adds to every GET route, left out).
 
     Path parameters ``name`` and ``version`` get the served model's as examples (what "Try it out" fills in).
     """
     served = app.extensions["sentiment"].model
     examples = {"name": served.name, "version": served.version}
     paths: dict[str, dict[str, Operation]] = {}
-    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+    rules = sorted(app.url_map.iter_rules(), key=lambda r: r.rule)
+    shared: dict[str, set[str]] = {}  # the path parameters every rule of an endpoint has
+    for rule in rules:
+        names = {name for name, _ in openapi_path(rule.rule)[1]}  # the rule's own (rule.arguments counts defaults too)
+        shared[rule.endpoint] = shared[rule.endpoint] & names if rule.endpoint in shared else names
+    for rule in rules:
         spec = getattr(app.view_functions[rule.endpoint], "openapi", None)
         if spec is None:
             raise UndocumentedRoute(f"{rule.rule} ({rule.endpoint}) has no `documented` declaration")
         path, arguments = openapi_path(rule.rule)
+        distinct = [name for name, _ in arguments if name not in shared[rule.endpoint]]
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
-            paths.setdefault(path, {}).setdefault(method.lower(), _operation(spec, rule.endpoint, method, arguments, examples))
+            operation = _operation(spec, rule.endpoint, method, arguments, distinct, examples)
+            paths.setdefault(path, {}).setdefault(method.lower(), operation)
     document = OpenAPI(
         openapi="3.1.0",
         info=Info(

@@ -6,7 +6,7 @@ form ``instances`` → ``predictions``, columnar form ``inputs`` → ``outputs``
 every output of the signature, floats printed as TensorFlow Serving prints a
 float32), the same errors (``{"error": "..."}``, 400 for bad input, 404 for an
 unknown model or version). The texts go through the one inference path of
-`service.inference` (limits, queue, worker, deadline): nothing here runs the
+`service.scoring.Scorer` (limits, queue, worker, deadline): nothing here runs the
 model.
 
 What differs from TensorFlow Serving, on purpose:
@@ -32,26 +32,24 @@ What differs from TensorFlow Serving, on purpose:
 - Signature descriptions (``/metadata``) come from ``metadata.json``'s
   ``signature_defs``, recorded at export (`training.signatures`): this process
   does not import TensorFlow.
+
+Each view serves a route and its ``/versions/<version>`` twin (Flask's route
+defaults give ``version=None`` to the first).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import struct
 
 from flask import Blueprint, Response, request
-from pydantic import ValidationError
 from werkzeug.exceptions import NotFound
 
-from service.errors import BadRequest
-from service.hooks import deadline_seconds, inference_route
-from service.inference import Inference, Prediction, inference
-from service.model_store import is_complete
-from service.openapi import Body, documented
-from service.protocols.common import answer_errors_as_standard, parse_json, validation_problems
-from service.responses import json_response
-from service.schemas import (
+from service.api.bodies import json_body, validated
+from service.api.hooks import inference_route
+from service.api.openapi import Body, documented
+from service.api.responses import answer_errors_as_standard, json_response
+from service.api.schemas.tfserving import (
     Base64Value,
     ModelMetadataResponse,
     ModelStatusResponse,
@@ -61,6 +59,11 @@ from service.schemas import (
     TFPredictResponse,
     TFServingError,
 )
+from service.api.serving import score, scorer
+from service.errors import BadRequest
+from service.model_store import is_complete
+from service.packing import float32_json
+from service.scoring import Prediction, Scorer
 from service.tokenizer import PAD_ID
 
 bp = Blueprint("tfserving", __name__)
@@ -72,21 +75,10 @@ DEFAULT_SIGNATURE = "serving_default"
 PARAMETERS = {"name": "The model's name (SENTIMENT_MODEL_NAME).", "version": "A version number; only the served one is available."}
 NOT_FOUND = "Unknown model, or a version that is not served."
 
-_float32 = struct.Struct("<f")
 
-
-def float32_json(value: float) -> float:
-    """A float32 as TensorFlow Serving prints it: 6 significant digits if they read back as the same float32, else 9."""
-    for digits in (6, 9):
-        shortest = float(f"{value:.{digits}g}")
-        if _float32.unpack(_float32.pack(shortest))[0] == value:
-            return shortest
-    return value
-
-
-def _served_version(path: Inference, name: str, version: int | None, kind: str) -> int:
+def _served_version(by: Scorer, name: str, version: int | None, kind: str) -> int:
     """The served version when ``name``/``version`` designate it; otherwise TensorFlow Serving's 404 for ``kind``."""
-    model = path.model
+    model = by.model
     if ":" in name:  # TensorFlow Serving's URL pattern takes no ':' in a name
         raise BadRequest(f"Malformed request: {request.method} {request.path}")
     if name != model.name:
@@ -107,33 +99,18 @@ def _served_version(path: Inference, name: str, version: int | None, kind: str) 
 _STATUS_RESPONSES = {200: ("The served version is AVAILABLE.", ModelStatusResponse), 400: "A malformed URL.", 404: NOT_FOUND}
 
 
-@bp.get("/v1/models/<name>")
+@bp.get("/v1/models/<name>", defaults={"version": None})
+@bp.get("/v1/models/<name>/versions/<int:version>")
 @documented(
     "Model status (TensorFlow Serving)",
     tag="tensorflow-serving",
-    description="The versions this server has loaded: the served one.",
+    description="The versions this server has loaded: the served one (or the one named, if it is served).",
     responses=_STATUS_RESPONSES,
     errors=TFServingError,
     parameters=PARAMETERS,
 )
-def model_status(name: str) -> Response:
-    return _status(name, None)
-
-
-@bp.get("/v1/models/<name>/versions/<int:version>")
-@documented(
-    "Model version status (TensorFlow Serving)",
-    tag="tensorflow-serving",
-    responses=_STATUS_RESPONSES,
-    errors=TFServingError,
-    parameters=PARAMETERS,
-)
-def model_version_status(name: str, version: int) -> Response:
-    return _status(name, version)
-
-
-def _status(name: str, version: int | None) -> Response:
-    served = _served_version(inference(), name, version, "status")
+def model_status(name: str, version: int | None) -> Response:
+    served = _served_version(scorer(), name, version, "status")
     status = {"version": str(served), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
     return json_response({"model_version_status": [status]})
 
@@ -145,7 +122,8 @@ _METADATA_RESPONSES = {
 }
 
 
-@bp.get("/v1/models/<name>/metadata")
+@bp.get("/v1/models/<name>/metadata", defaults={"version": None})
+@bp.get("/v1/models/<name>/versions/<int:version>/metadata")
 @documented(
     "Model metadata: signatures (TensorFlow Serving)",
     tag="tensorflow-serving",
@@ -153,31 +131,15 @@ _METADATA_RESPONSES = {
     errors=TFServingError,
     parameters=PARAMETERS,
 )
-def model_metadata(name: str) -> Response:
-    return _metadata(name, None)
-
-
-@bp.get("/v1/models/<name>/versions/<int:version>/metadata")
-@documented(
-    "Model version metadata: signatures (TensorFlow Serving)",
-    tag="tensorflow-serving",
-    responses=_METADATA_RESPONSES,
-    errors=TFServingError,
-    parameters=PARAMETERS,
-)
-def model_version_metadata(name: str, version: int) -> Response:
-    return _metadata(name, version)
-
-
-def _metadata(name: str, version: int | None) -> Response:
-    path = inference()
-    served = _served_version(path, name, version, "metadata")
-    signatures = path.model.metadata.get("signature_defs")
+def model_metadata(name: str, version: int | None) -> Response:
+    by = scorer()
+    served = _served_version(by, name, version, "metadata")
+    signatures = by.model.metadata.get("signature_defs")
     if not signatures:
         raise NotFound(
             f"version {served} of model {name} has no signature_defs in its metadata.json (python -m training.signatures adds them)"
         )
-    spec = {"name": path.model.name, "version": str(served), "signature_name": ""}
+    spec = {"name": by.model.name, "version": str(served), "signature_name": ""}
     return json_response({"model_spec": spec, "metadata": {"signature_def": {"signature_def": signatures}}})
 
 
@@ -209,30 +171,20 @@ _PREDICT_DOC = {
 }
 
 
-@bp.post("/v1/models/<name>:predict")
+@bp.post("/v1/models/<name>:predict", defaults={"version": None})
+@bp.post("/v1/models/<name>/versions/<int:version>:predict")
 @documented("Predict (TensorFlow Serving)", **_PREDICT_DOC)
 @inference_route
-def predict(name: str) -> Response:
-    return _predict(name, None)
-
-
-@bp.post("/v1/models/<name>/versions/<int:version>:predict")
-@documented("Predict with a model version (TensorFlow Serving)", **_PREDICT_DOC)
-@inference_route
-def predict_version(name: str, version: int) -> Response:
-    return _predict(name, version)
-
-
-def _predict(name: str, version: int | None) -> Response:
-    path = inference()
-    _served_version(path, name, version, "predict")
-    parsed = _parse_predict(path, request.get_data(cache=False))  # any content type, as TensorFlow Serving reads any
+def predict(name: str, version: int | None) -> Response:
+    by = scorer()
+    _served_version(by, name, version, "predict")
+    parsed = _parse_predict(by)
     row_form = parsed.instances is not None
     if row_form:
-        texts = path.check_texts(_row_texts(parsed.instances), "instances")
+        texts = by.check_texts(_row_texts(parsed.instances), "instances")
     else:
-        texts = path.check_texts(_columnar_texts(parsed.inputs), "inputs")
-    predictions = path.predict(texts, deadline_seconds(path.settings.default_deadline_ms))
+        texts = by.check_texts(_columnar_texts(parsed.inputs), "inputs")
+    predictions = score(by, texts).predictions
     outputs = {
         "n_tokens": [p.tokens for p in predictions],
         "probability": [float32_json(p.score) for p in predictions],
@@ -252,19 +204,16 @@ def _signature_token_ids(predictions: list[Prediction]) -> list[list[int]]:
     return [row + [PAD_ID] * (width - len(row)) for row in ids]
 
 
-def _parse_predict(path: Inference, body: bytes) -> TFPredictRequest:
-    """The request, validated; the signature is checked first, as TensorFlow Serving reads its inputs only then."""
-    payload = parse_json(body)
-    if not isinstance(payload, dict):
-        raise BadRequest("JSON Value: the body is not an object")
-    signature_name = payload.get("signature_name")
+def _parse_predict(by: Scorer) -> TFPredictRequest:
+    """The request (any content type, read as JSON, as TensorFlow Serving reads any), validated; the signature is
+    checked first, as TensorFlow Serving reads its inputs only then."""
+    payload = json_body()
+    signature_name = payload.get("signature_name") if isinstance(payload, dict) else None
     if signature_name is not None and not isinstance(signature_name, str):
         raise BadRequest("not formatted correctly: 'signature_name' key must be a string value")
-    _check_signature(path, signature_name)
-    try:
-        parsed = TFPredictRequest.model_validate(payload)
-    except ValidationError as exc:
-        raise BadRequest(validation_problems(exc)) from None
+    if isinstance(payload, dict):
+        _check_signature(by, signature_name)
+    parsed = validated(TFPredictRequest, payload, "JSON Value: the body is not an object")
     if (parsed.instances is None) == (parsed.inputs is None):
         if parsed.instances is None:
             raise BadRequest("Missing 'inputs' or 'instances' key")
@@ -272,13 +221,13 @@ def _parse_predict(path: Inference, body: bytes) -> TFPredictRequest:
     return parsed
 
 
-def _check_signature(path: Inference, signature_name: str | None) -> None:
+def _check_signature(by: Scorer, signature_name: str | None) -> None:
     """Only the text signature is served; TensorFlow Serving's 400 for one the SavedModel does not have."""
     name = signature_name or DEFAULT_SIGNATURE
     if name == TEXT_SIGNATURE:
         return
-    known = path.model.metadata.get("signature_defs") or {}
-    if name in known or name in path.model.metadata.get("serving", {}).get("signatures", {}).values():
+    known = by.model.metadata.get("signature_defs") or {}
+    if name in known or name in by.model.metadata.get("serving", {}).get("signatures", {}).values():
         raise BadRequest(
             f'signature "{name}" takes token ids, which this server computes itself: send "signature_name": "{TEXT_SIGNATURE}" '
             f'with texts (a request without "signature_name" means "{DEFAULT_SIGNATURE}")'

@@ -25,7 +25,6 @@ from service.errors import BadRequest, ServiceError
 log = logging.getLogger("service.access")
 
 REQUEST_ID_HEADER = "X-Request-ID"
-DEADLINE_HEADER = "X-Deadline-Ms"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
 # Error codes (of `service.errors` and of Flask's HTTP errors) → the `reason` label of refusals.
@@ -68,20 +67,6 @@ def inference_route(view: Callable) -> Callable:
             metrics.HTTP_SECONDS.labels(request.url_rule.rule).observe(time.perf_counter() - g.started)
 
     return wrapper
-
-
-def deadline_seconds(default_ms: int) -> float:
-    """The server's deadline, or the client's shorter one from ``X-Deadline-Ms``."""
-    given = request.headers.get(DEADLINE_HEADER)
-    if given is None:
-        return default_ms / 1000
-    try:
-        value = int(given)
-    except ValueError:
-        raise BadRequest(f"{DEADLINE_HEADER} must be a whole number of milliseconds") from None
-    if value <= 0:
-        raise BadRequest(f"{DEADLINE_HEADER} must be positive")
-    return min(value, default_ms) / 1000
 
 
 def install(app: Flask) -> None:

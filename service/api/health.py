@@ -10,10 +10,10 @@ import redis
 from flask import Blueprint, Response
 
 from service import metrics
-from service.inference import inference
-from service.openapi import Body, documented
-from service.responses import json_response
-from service.schemas import HealthResponse, ReadyResponse
+from service.api.openapi import Body, documented
+from service.api.responses import json_response
+from service.api.schemas.native import HealthResponse, ReadyResponse
+from service.api.serving import scorer
 
 bp = Blueprint("health", __name__)
 
@@ -26,20 +26,20 @@ def healthz() -> Response:
 
 def readiness() -> tuple[dict, list[str]]:
     """What ``/readyz`` checks, and why it is not ready (empty when ready)."""
-    path = inference()
-    checks = {"vocabulary": path.tokenizer.vocab_size > 2, "redis": False, "workers": 0}
+    by = scorer()
+    checks = {"vocabulary": by.tokenizer.vocab_size > 2, "redis": False, "workers": 0}
     reasons = []
     try:
-        path.queue.redis.ping()
+        by.queue.redis.ping()
         checks["redis"] = True
-        checks["workers"] = path.queue.live_workers(path.settings.heartbeat_ttl_s)
-        checks["backlog"] = path.queue.backlog()
+        checks["workers"] = by.queue.live_workers(by.settings.heartbeat_ttl_s)
+        checks["backlog"] = by.queue.backlog()
     except redis.RedisError as exc:
         reasons.append(f"Redis does not answer ({type(exc).__name__})")
     if not checks["vocabulary"]:
         reasons.append("vocabulary not loaded")
     if checks["redis"] and not checks["workers"]:
-        reasons.append(f"no live inference worker has {path.model.name} v{path.model.version} loaded")
+        reasons.append(f"no live inference worker has {by.model.name} v{by.model.version} loaded")
     return checks, reasons
 
 
@@ -50,9 +50,9 @@ def readiness() -> tuple[dict, list[str]]:
     responses={200: ("Ready.", ReadyResponse), 503: ("Not ready; `reasons` says why.", ReadyResponse)},
 )
 def readyz() -> Response:
-    path = inference()
+    by = scorer()
     checks, reasons = readiness()
-    model = {"name": path.model.name, "version": path.model.version}
+    model = {"name": by.model.name, "version": by.model.version}
     body = {"status": "not ready" if reasons else "ready", "model": model, "checks": checks}
     if reasons:
         body["reasons"] = reasons
@@ -67,13 +67,13 @@ def readyz() -> Response:
     responses={200: ("Prometheus' text exposition format.", Body(media_type="text/plain", schema={"type": "string"}))},
 )
 def prometheus_metrics() -> Response:
-    path = inference()
+    by = scorer()
 
     def read_state() -> dict[str, float]:
-        state = path.queue.state(path.settings.heartbeat_ttl_s)
-        ready = path.tokenizer.vocab_size > 2 and state["live_workers"] > 0
-        return {**state, "ready": int(ready), "default_deadline_seconds": path.settings.default_deadline_ms / 1000}
+        state = by.queue.state(by.settings.heartbeat_ttl_s)
+        ready = by.tokenizer.vocab_size > 2 and state["live_workers"] > 0
+        return {**state, "ready": int(ready), "default_deadline_seconds": by.settings.default_deadline_ms / 1000}
 
-    tokenizer = path.model.metadata.get("tokenizer", {}).get("scheme", "")
-    body, content_type = metrics.render(read_state, metrics.info_gauges(path.model.name, path.model.version, tokenizer))
+    tokenizer = by.model.metadata.get("tokenizer", {}).get("scheme", "")
+    body, content_type = metrics.render(read_state, metrics.info_gauges(by.model.name, by.model.version, tokenizer))
     return Response(body, mimetype=content_type.split(";")[0], content_type=content_type)

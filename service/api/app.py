@@ -1,8 +1,8 @@
-"""Flask application factory: settings, the served model's tokenizer, Redis, the protocols' blueprints.
+"""Flask application factory: settings, the scoring core (`service.scoring.Scorer`), the protocols' blueprints.
 
 Served by gunicorn (``service/gunicorn_conf.py``)::
 
-    gunicorn -c service/gunicorn_conf.py 'service.app:create_app()'
+    gunicorn -c service/gunicorn_conf.py 'service.api.app:create_app()'
 
 gunicorn calls this in each of its worker processes (after the fork), so each
 process gets its own Redis connections and its own result listener thread.
@@ -15,15 +15,15 @@ import logging
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
-from service import demo, docs, health, hooks, openapi, protocols
+from service.api import demo, docs, health, hooks, openapi, protocols
+from service.api.responses import error_response
 from service.config import Settings, load_settings
 from service.errors import ServiceError
-from service.inference import Inference, serving_tokenizer
 from service.logs import configure_logging
 from service.model_store import resolve
 from service.queue import RequestQueue, connect
-from service.responses import error_response
 from service.results import ResultListener
+from service.scoring import Scorer, serving_tokenizer
 
 log = logging.getLogger("service.app")
 
@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         raise SystemExit("SENTIMENT_REDIS_URL is not set (`make run` starts a Redis and sets it)")
     version = resolve(settings.model_dir, settings.model_version)
 
-    app = Flask(__name__, static_folder=None)  # static files are the demo blueprint's (service/static)
+    app = Flask(__name__, static_folder=None)  # static files are the demo blueprint's (service/api/static)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     # No CORS here, so no route needs OPTIONS; Flask's automatic answer would be a 200 for any URL a rule matches,
     # whatever its parameters name (a model that does not exist, a path that climbs): 405 instead, like any other method.
@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     queue = RequestQueue(connect(settings.redis_url, settings.redis_timeout_s), settings.redis_key_prefix, version.name, version.version)
     listen_s = 1.0
     listener = ResultListener(queue, connect(settings.redis_url, settings.redis_timeout_s, blocking_s=listen_s), listen_s).start()
-    app.extensions["sentiment"] = Inference(settings, version, serving_tokenizer(version, settings), queue, listener)
+    app.extensions["sentiment"] = Scorer(settings, version, queue, listener, serving_tokenizer(version, settings))
     hooks.install(app)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)

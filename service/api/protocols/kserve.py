@@ -1,0 +1,231 @@
+"""KServe's Open Inference Protocol v2 (``/v2/...``), with Triton's binary tensor data extension.
+
+The model takes one input, ``texts`` (``BYTES``, shape ``[n]``: UTF-8 text),
+and gives two outputs, ``probability`` (``FP32``, ``[n]``) and ``label``
+(``BYTES``, ``[n]``). Tensors come as JSON (``data``, flat or nested) or as
+binary data after the JSON header (``Inference-Header-Content-Length``; a BYTES
+element is a 4-byte little-endian length then its bytes), which is what
+``tritonclient``'s ``InferInput.set_data_from_numpy`` sends by default.
+Outputs come back as binary data when asked (``"binary_data": true`` on an
+output, or ``"binary_data_output": true`` on the request).
+
+A third output, ``explanation`` (``BYTES``, ``[n]``), is listed in the
+metadata of versions that can explain their scores and is returned only when
+named in ``outputs``, not among "every output" of a request that names none: it
+runs the model's backward pass, about twice a prediction's cost. Each element
+is the JSON of what ``/predict`` answers with ``"explain": true`` (method,
+logit, and each word with its character offsets and signed weight).
+
+The texts go through the scoring core, `service.scoring.Scorer` (limits,
+queue, worker, deadline). Errors are ``{"error": "..."}``: 400 for a bad
+request, 404 for an unknown model or version, 413 over a limit, 415 for a
+compressed body (not supported), 503 (with ``Retry-After``) and 504 from the
+queue as on ``/predict``. Readiness (``/v2/health/ready``, the model's
+``/ready``) is `service.api.health.readiness`, what ``/readyz`` says, 503 when
+not ready.
+"""
+
+from __future__ import annotations
+
+import orjson
+from flask import Blueprint, Response, request
+from werkzeug.exceptions import NotFound
+
+from service import __version__
+from service.api.health import readiness
+from service.api.hooks import inference_route
+from service.api.openapi import Body, documented
+from service.api.protocols.kserve_request import EXPLANATION, HEADER_LENGTH, INPUT, OUTPUTS, input_texts, parse_request, requested_outputs
+from service.api.responses import answer_errors_as_standard, json_response
+from service.api.schemas.kserve import (
+    InferenceRequest,
+    InferenceResponse,
+    KServeError,
+    KServeModelMetadataResponse,
+    ModelReadyResponse,
+    ServerLiveResponse,
+    ServerMetadataResponse,
+    ServerReadyResponse,
+)
+from service.api.serving import score, scorer
+from service.errors import UnsupportedMediaType
+from service.packing import bytes_elements, pack
+from service.scoring import Scorer
+
+bp = Blueprint("kserve", __name__)
+answer_errors_as_standard(bp)
+
+SERVER_NAME = "sentiment-service"
+EXTENSIONS = ["binary_tensor_data"]
+PLATFORM = "tensorflow_savedmodel"
+BINARY = "application/octet-stream"
+PARAMETERS = {"name": "The model's name (SENTIMENT_MODEL_NAME).", "version": "The served version; others get 404."}
+NOT_FOUND = "Unknown model or version."
+
+
+def _check_model(by: Scorer, name: str, version: str | None) -> None:
+    if name != by.model.name:
+        raise NotFound(f"Request for unknown model: '{name}' is not found")
+    if version is not None and version != str(by.model.version):
+        served = by.model.version
+        raise NotFound(f"Request for unknown model: '{name}' version {version} is not found (this server serves version {served})")
+
+
+@bp.get("/v2")
+@documented(
+    "Server metadata (Open Inference Protocol)",
+    tag="kserve-v2",
+    responses={200: ("Name, version, extensions.", ServerMetadataResponse)},
+    errors=KServeError,
+)
+def server_metadata() -> Response:
+    return json_response({"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS})
+
+
+@bp.get("/v2/health/live")
+@documented(
+    "Server liveness (Open Inference Protocol)", tag="kserve-v2", responses={200: ("Alive.", ServerLiveResponse)}, errors=KServeError
+)
+def server_live() -> Response:
+    return json_response({"live": True})
+
+
+@bp.get("/v2/health/ready")
+@documented(
+    "Server readiness (Open Inference Protocol)",
+    tag="kserve-v2",
+    description="What `GET /readyz` says: vocabulary loaded, Redis answers, a live worker serves this model version.",
+    responses={200: ("Ready.", ServerReadyResponse), 503: ("Not ready.", ServerReadyResponse)},
+    errors=KServeError,
+)
+def server_ready() -> Response:
+    _, reasons = readiness()
+    return json_response({"ready": not reasons}, 503 if reasons else 200)
+
+
+@bp.get("/v2/models/<name>/ready", defaults={"version": None})
+@bp.get("/v2/models/<name>/versions/<version>/ready")
+@documented(
+    "Model readiness (Open Inference Protocol)",
+    tag="kserve-v2",
+    responses={200: ("Ready.", ModelReadyResponse), 404: NOT_FOUND, 503: ("Not ready (see `GET /readyz`).", ModelReadyResponse)},
+    errors=KServeError,
+    parameters=PARAMETERS,
+)
+def model_ready(name: str, version: str | None) -> Response:
+    _check_model(scorer(), name, version)
+    _, reasons = readiness()
+    return json_response({"name": name, "ready": not reasons}, 503 if reasons else 200)
+
+
+@bp.get("/v2/models/<name>", defaults={"version": None})
+@bp.get("/v2/models/<name>/versions/<version>")
+@documented(
+    "Model metadata (Open Inference Protocol)",
+    tag="kserve-v2",
+    responses={200: ("Inputs and outputs of the model.", KServeModelMetadataResponse), 404: NOT_FOUND},
+    errors=KServeError,
+    parameters=PARAMETERS,
+)
+def model_metadata(name: str, version: str | None) -> Response:
+    by = scorer()
+    _check_model(by, name, version)
+    return json_response(
+        {
+            "name": by.model.name,
+            "versions": [str(by.model.version)],
+            "platform": PLATFORM,
+            "inputs": [{"name": INPUT, "datatype": "BYTES", "shape": [-1]}],
+            "outputs": [{"name": output, "datatype": datatype, "shape": [-1]} for output, datatype in _outputs(by).items()],
+        }
+    )
+
+
+_INFER_DOC = {
+    "tag": "kserve-v2",
+    "description": "JSON, or JSON followed by binary tensor data (`Inference-Header-Content-Length` gives the JSON's length). "
+    "Any content type is accepted; the answer is application/json, or application/octet-stream when an output is binary.",
+    "request": [
+        Body(
+            InferenceRequest,
+            examples={
+                "JSON tensors": {
+                    "id": "42",
+                    "inputs": [
+                        {
+                            "name": "texts",
+                            "shape": [2],
+                            "datatype": "BYTES",
+                            "data": ["A moving, beautifully acted film.", "Dull, predictable and far too long."],
+                        }
+                    ],
+                    "outputs": [{"name": "probability"}, {"name": "label"}],
+                }
+            },
+        ),
+        Body(media_type=BINARY, schema={"type": "string", "description": "The JSON request, then the binary tensors."}),
+    ],
+    "responses": {
+        200: (
+            "The outputs asked for.",
+            [
+                Body(InferenceResponse),
+                Body(media_type=BINARY, schema={"type": "string", "description": "The JSON response, then the binary tensors."}),
+            ],
+        ),
+        400: "Malformed JSON or binary data, an unknown input or output, a datatype other than BYTES, a shape that does "
+        "not match the data, invalid UTF-8, an empty or blank text, a NUL.",
+        404: NOT_FOUND,
+        413: "Body over the limit, too many texts, or a text too long.",
+        415: "A compressed body (Content-Encoding).",
+    },
+    "errors": KServeError,
+    "deadline": True,
+    "parameters": PARAMETERS,
+}
+
+
+@bp.post("/v2/models/<name>/infer", defaults={"version": None})
+@bp.post("/v2/models/<name>/versions/<version>/infer")
+@documented("Inference (Open Inference Protocol)", **_INFER_DOC)
+@inference_route
+def infer(name: str, version: str | None) -> Response:
+    by = scorer()
+    _check_model(by, name, version)
+    if request.content_encoding not in (None, "", "identity"):
+        raise UnsupportedMediaType(f"Content-Encoding {request.content_encoding} is not supported: send the request uncompressed")
+    parsed, binary = parse_request(request.get_data(cache=False), request.headers.get(HEADER_LENGTH))
+    texts = by.check_texts(input_texts(parsed.inputs, binary), INPUT)
+    datatypes = _outputs(by)
+    outputs = requested_outputs(parsed, datatypes)
+    explain = any(name == EXPLANATION for name, _ in outputs)
+    scored = score(by, texts, explain=explain)
+    predictions = scored.predictions
+    values = {"probability": [p.score for p in predictions], "label": [p.label for p in predictions]}
+    if explain:
+        values[EXPLANATION] = [orjson.dumps(p.explanation).decode() for p in predictions]
+    tensors, blobs = [], []
+    for output, as_binary in outputs:
+        tensor = {"name": output, "datatype": datatypes[output], "shape": [len(predictions)]}
+        if as_binary:
+            blob = pack(values[output], "f") if datatypes[output] == "FP32" else bytes_elements(values[output])
+            tensor["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            tensor["data"] = values[output]
+        tensors.append(tensor)
+    body = {"model_name": scored.model.name, "model_version": str(scored.model.version), "outputs": tensors}
+    if parsed.id is not None:
+        body["id"] = parsed.id
+    response = json_response(body)
+    if blobs:
+        header = response.get_data()
+        response.set_data(header + b"".join(blobs))
+        response.mimetype = BINARY
+        response.headers[HEADER_LENGTH] = str(len(header))
+    return response
+
+
+def _outputs(by: Scorer) -> dict[str, str]:
+    """The served version's outputs and their datatypes: ``explanation`` too when it can explain its scores."""
+    return {**OUTPUTS, EXPLANATION: "BYTES"} if by.model.explains else OUTPUTS

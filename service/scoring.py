@@ -1,0 +1,225 @@
+"""The scoring core of an API process: texts → token ids → queue → a worker's answer → predictions. No web framework.
+
+Every front door (``/predict``, TensorFlow Serving's, KServe's) parses its own
+request format, then hands plain texts to a `Scorer`, which applies the same
+limits, tokenizer, long-text windows, deadline, back-pressure and metrics to
+all of them, and never reaches the model except through the Redis queue. What
+is HTTP about it (headers, the request id, the access log) is the caller's.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import redis
+
+from service import metrics
+from service.codec import WorkerError, read_answer
+from service.config import Settings
+from service.errors import BadRequest, DeadlineExceeded, Overloaded, PayloadTooLarge, ServiceError, Unavailable
+from service.explanations import explain_texts
+from service.model_store import ModelVersion
+from service.queue import QueueFull, RequestQueue
+from service.results import RedisUnavailable, ResultListener
+from service.tokenizer import Encoded, LongTextPolicy, Tokenizer, combine
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One text's answer, before a protocol shapes it."""
+
+    label: str
+    score: float
+    truncated: bool
+    tokens: int
+    windows: int = 1
+    encoded: Encoded | None = field(default=None, repr=False, compare=False)  # what the model read, for protocols that say
+    explanation: dict | None = None
+
+    def as_dict(self) -> dict:
+        answer = {"label": self.label, "score": round(self.score, 6), "truncated": self.truncated, "tokens": self.tokens}
+        answer["windows"] = self.windows
+        if self.explanation is not None:
+            answer["explanation"] = self.explanation
+        return answer
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When a request must be answered: an instant of `time.perf_counter`, and the budget it was given (for messages)."""
+
+    at: float
+    budget_s: float
+
+    @classmethod
+    def after(cls, seconds: float) -> Deadline:
+        return cls(time.perf_counter() + seconds, seconds)
+
+    def left(self) -> float:
+        return self.at - time.perf_counter()
+
+    def __str__(self) -> str:
+        return f"the deadline of {self.budget_s * 1000:.0f} ms"
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A request's predictions (one per text, in order), the version that made them, and its figures for the access log."""
+
+    predictions: list[Prediction]
+    model: ModelVersion
+    stats: dict
+
+
+def serving_tokenizer(model: ModelVersion, settings: Settings) -> Tokenizer:
+    """The version's tokenizer, reading long texts as the settings say (the version's policy by default)."""
+    tokenizer = model.load_tokenizer()
+    policy = tokenizer.long_texts
+    if settings.long_text_policy == "head_tail":
+        policy = LongTextPolicy("head_tail", tokenizer.max_length)
+    elif settings.max_windows_per_text and policy.kind == "windows":
+        policy = replace(policy, max_windows=settings.max_windows_per_text)
+    return tokenizer.with_policy(policy)
+
+
+class Scorer:
+    """Scores texts with one model version, through the queue and a worker."""
+
+    def __init__(self, settings: Settings, model: ModelVersion, queue: RequestQueue, listener: ResultListener, tokenizer: Tokenizer):
+        self.settings = settings
+        self.model = model
+        self.queue = queue
+        self.listener = listener
+        self.tokenizer = tokenizer
+        self._workers_alive = True
+        self._workers_checked_at = 0.0
+
+    def check_texts(self, texts: Sequence[object], field: str = "texts") -> list[str]:
+        """The texts, or the 4xx that says which one is wrong and why (every protocol applies the same limits)."""
+        if not texts:
+            raise BadRequest(f'"{field}" must hold at least one text')
+        limit = self.settings.max_texts_per_request
+        if len(texts) > limit:
+            raise PayloadTooLarge(f"{len(texts)} texts in one request; the limit is {limit}")
+        max_chars = self.settings.max_text_chars
+        for index, text in enumerate(texts):
+            where = field if field == "text" else f"{field}[{index}]"
+            if not isinstance(text, str):
+                raise BadRequest(f"{where} must be a string")
+            if len(text) > max_chars:
+                raise PayloadTooLarge(f"{where} has {len(text)} characters; the limit is {max_chars}")
+            if "\x00" in text:
+                raise BadRequest(f"{where} contains a NUL character")
+            if not text.strip():
+                raise BadRequest(f"{where} is empty")
+        return list(texts)  # type: ignore[arg-type]
+
+    def predict(self, texts: list[str], *, request_id: str, deadline: Deadline, explain: bool = False) -> Scored:
+        """Score checked ``texts`` before ``deadline``; with ``explain``, each with the split of its logit over its
+        tokens. ``request_id`` (the client's) goes to the worker's batch log line. A refusal (`ServiceError`) carries
+        the request's figures as ``stats``, for the access log."""
+        if explain and not self.model.explains:
+            raise BadRequest(f"{self.model.name} v{self.model.version} cannot explain its scores (exported before explanations)")
+        encoded = self.tokenizer.encode_batch(texts)
+        sequences = [window for e in encoded for window in e.windows]
+        stats = {
+            "texts": len(encoded),
+            "tokens": sum(e.n_tokens for e in encoded),
+            "truncated": sum(e.truncated for e in encoded),
+            "windows": len(sequences),
+        }
+        try:
+            if len(sequences) > self.settings.max_windows_per_request:
+                raise PayloadTooLarge(
+                    f"these texts need {len(sequences)} windows of the model's input; the limit per request is "
+                    f"{self.settings.max_windows_per_request}: send the long texts in separate requests"
+                )
+            self._observe_inputs(encoded)
+            values, waited = self._run(sequences, request_id, deadline, explain)
+        except ServiceError as exc:
+            exc.stats = stats
+            raise
+        stats["queue_wait_ms"] = round(waited * 1000, 2)
+        if explain:
+            metrics.EXPLAIN_REQUESTS.inc()
+        answer = read_answer(values, [len(s) for s in sequences], explain)
+        explanations = explain_texts(self.tokenizer, texts, encoded, answer) if explain else [None] * len(texts)
+        negative, positive = self.model.label_names
+        threshold = self.model.threshold
+        aggregate = self.tokenizer.long_texts.aggregate
+        predictions, start = [], 0
+        for e, explanation in zip(encoded, explanations, strict=True):  # a text's windows are consecutive sequences
+            end = start + len(e.windows)
+            p = combine(answer.probabilities[start:end], [len(w) for w in e.windows], aggregate)
+            label = positive if p >= threshold else negative
+            predictions.append(Prediction(label, p, e.truncated, e.n_tokens, len(e.windows), e, explanation))
+            start = end
+        self._observe_outputs(predictions, negative, positive)
+        return Scored(predictions, self.model, stats)
+
+    def _run(self, sequences: list, request_id: str, deadline: Deadline, explain: bool) -> tuple[Sequence[float], float]:
+        """Queue the sequences and wait for their answer's values; (values, seconds waited after queueing)."""
+        retry = {"Retry-After": str(self.settings.retry_after_s)}
+        key = os.urandom(16).hex()  # never the client's id: two clients may send the same one
+        waiter = self.listener.expect(key)
+        try:
+            if not self.workers_alive():
+                raise Unavailable("no inference worker is running for this model", retry)
+            left = deadline.left()
+            if left <= 0:
+                raise DeadlineExceeded(f"{deadline} passed before the request was queued")
+            deadline_ms = int((time.time() + left) * 1000)
+            self.queue.enqueue(key, sequences, deadline_ms, self.settings.queue_max_requests, self.listener.reply_to, request_id, explain)
+            queued_at = time.perf_counter()
+            values = waiter.wait(deadline.at - queued_at)
+        except QueueFull:
+            raise Overloaded("too many requests waiting; retry later", retry) from None
+        except WorkerError as exc:
+            raise Unavailable(f"the inference worker could not score this request: {exc}", retry) from None
+        except redis.RedisError:
+            metrics.REDIS_ERRORS.inc()
+            raise Unavailable("the request queue (Redis) is unavailable", retry) from None
+        except RedisUnavailable:  # counted by the listener
+            raise Unavailable("the request queue (Redis) is unavailable", retry) from None
+        finally:
+            self.listener.forget(key)
+        if values is None:
+            raise DeadlineExceeded(f"no result within {deadline}")
+        waited = time.perf_counter() - queued_at
+        metrics.RESULT_WAIT_SECONDS.observe(waited)
+        return values, waited
+
+    def workers_alive(self) -> bool:
+        """Whether a worker of this version heartbeats (read from Redis at most once a second per process)."""
+        now = time.monotonic()
+        if now - self._workers_checked_at > 1.0:
+            self._workers_alive = self.queue.live_workers(self.settings.heartbeat_ttl_s) > 0
+            self._workers_checked_at = now
+        return self._workers_alive
+
+    @staticmethod
+    def _observe_inputs(encoded: Sequence[Encoded]) -> None:
+        metrics.TEXTS_RECEIVED.inc(len(encoded))
+        metrics.REQUEST_TEXTS.observe(len(encoded))
+        truncated = 0
+        for e in encoded:
+            metrics.TEXT_TOKENS.observe(e.n_tokens)
+            metrics.TEXT_OOV.observe(e.n_oov / e.n_tokens)
+            metrics.TEXT_WINDOWS.observe(len(e.windows))
+            truncated += e.truncated
+        if truncated:
+            metrics.TEXTS_TRUNCATED.inc(truncated)
+
+    @staticmethod
+    def _observe_outputs(predictions: list[Prediction], negative: str, positive: str) -> None:
+        positives = 0
+        for p in predictions:
+            metrics.SCORES.observe(p.score)
+            positives += p.label == positive
+        if positives:
+            metrics.PREDICTIONS.labels(positive).inc(positives)
+        if positives < len(predictions):
+            metrics.PREDICTIONS.labels(negative).inc(len(predictions) - positives)
