@@ -12,10 +12,12 @@
 #   docker build --target worker     -t sentiment-worker:local .
 #   docker build --target worker-gpu -t sentiment-worker-gpu:local .
 #
-# Each image carries one model version, model_store/<MODEL_NAME>/<MODEL_VERSION>/,
-# and pins SENTIMENT_MODEL_VERSION to it, so that an API image and a worker image
-# built from the same commit and arguments always serve the same version. The
-# build fails if that version is not a complete export in model_store/.
+# Each image carries the whole model store of the commit (the API image without
+# the weights), so that the model config (SENTIMENT_MODEL_CONFIG, docs/models.md)
+# can serve, canary, promote and roll back any committed version without a new
+# image. Without a config, SENTIMENT_MODEL_VERSION (MODEL_VERSION below) is the
+# one version served, the same in an API image and a worker image built from the
+# same commit and arguments; the build fails if it is not a complete export.
 #
 # Every other setting is a SENTIMENT_* variable (service/config.py). The images
 # start no Redis: give them SENTIMENT_REDIS_URL. Logs are JSON lines on stderr.
@@ -57,6 +59,11 @@ RUN sed 's/^tensorflow==/tensorflow[and-cuda]==/' /tmp/requirements-worker.txt >
  && grep -q '^tensorflow\[and-cuda\]==' /tmp/requirements-worker-gpu.txt \
  && pip install --no-cache-dir --only-binary=:all: -r /tmp/requirements-worker-gpu.txt \
  && rm -rf "$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/tensorflow/include"
+
+# The model store as the API reads it: vocabularies and metadata, no weights (variables/).
+FROM ${PYTHON_IMAGE} AS api-models
+COPY model_store/ /models/
+RUN find /models -type d -name variables -prune -exec rm -rf {} +
 
 # --- what every final image shares: a slim Python, a numeric non-root user ------------------------
 
@@ -104,7 +111,7 @@ ARG MODEL_NAME
 ARG MODEL_VERSION
 COPY --from=venv-worker-gpu /opt/venv /opt/venv
 COPY service/ ./service/
-COPY model_store/${MODEL_NAME}/${MODEL_VERSION}/ ./model_store/${MODEL_NAME}/${MODEL_VERSION}/
+COPY model_store/ ./model_store/
 # Fail the build, not the first pod, when the model is incomplete or unreadable by the app user.
 RUN python -c "from service.config import Settings; from service.model_store import resolve; s = Settings(); v = resolve(s.model_dir, s.model_version); v.load_tokenizer(); print('bundled', v.name, v.version)"
 
@@ -113,7 +120,7 @@ ARG MODEL_NAME
 ARG MODEL_VERSION
 COPY --from=venv-worker /opt/venv /opt/venv
 COPY service/ ./service/
-COPY model_store/${MODEL_NAME}/${MODEL_VERSION}/ ./model_store/${MODEL_NAME}/${MODEL_VERSION}/
+COPY model_store/ ./model_store/
 RUN python -c "from service.config import Settings; from service.model_store import resolve; s = Settings(); v = resolve(s.model_dir, s.model_version); v.load_tokenizer(); print('bundled', v.name, v.version)"
 
 # --- the API (last: the default target) ----------------------------------------------------------
@@ -124,12 +131,11 @@ ARG MODEL_VERSION
 ENV PORT=8000
 COPY --from=venv-api /opt/venv /opt/venv
 COPY service/ ./service/
-# The API reads the vocabulary (assets/) and metadata.json only: the weights
-# (variables/, most of the export) stay out of its image. saved_model.pb (the
+# The API reads the vocabularies (assets/) and metadata.json only: the weights
+# (variables/, most of each export) stay out of its image. saved_model.pb (the
 # graph, without weights) comes along because service/model_store.py counts an
 # export as complete by it.
-COPY model_store/${MODEL_NAME}/${MODEL_VERSION}/assets/ ./model_store/${MODEL_NAME}/${MODEL_VERSION}/assets/
-COPY model_store/${MODEL_NAME}/${MODEL_VERSION}/metadata.json model_store/${MODEL_NAME}/${MODEL_VERSION}/saved_model.pb ./model_store/${MODEL_NAME}/${MODEL_VERSION}/
+COPY --from=api-models /models/ ./model_store/
 RUN python -c "from service.config import Settings; from service.model_store import resolve; s = Settings(); v = resolve(s.model_dir, s.model_version); v.load_tokenizer(); print('bundled', v.name, v.version)"
 EXPOSE 8000
 # Liveness of the process (slim images have no curl). Readiness (/readyz) needs

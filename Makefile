@@ -25,7 +25,7 @@ $(VENV)/.dev: requirements.txt requirements-api.txt requirements-worker.txt requ
 
 ## Start the service on http://127.0.0.1:$${PORT:-8000} (embedded Redis unless SENTIMENT_REDIS_URL is set).
 run: $(VENV)/.runtime
-	$(PY) -m service.launcher
+	SENTIMENT_MODEL_CONFIG=$${SENTIMENT_MODEL_CONFIG-model_store/models.yaml} $(PY) -m service.launcher
 
 ## Lint (style, format, the layering rules), then the whole test suite (starts its own Redis servers, gunicorn and workers).
 test: $(VENV)/.dev

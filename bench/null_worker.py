@@ -18,6 +18,7 @@ from service.model_store import ModelVersion, resolve
 from service.queue import RequestQueue, connect
 from service.worker.loop import InferenceWorker
 from service.worker.runner import BatchRunner
+from service.worker.versions import Slot
 
 
 class NullModel:
@@ -43,8 +44,8 @@ def main() -> int:
     version = resolve(settings.model_dir, settings.model_version)
     connection = connect(settings.redis_url, settings.redis_timeout_s, blocking_s=settings.heartbeat_interval_s)
     queue = RequestQueue(connection, settings.redis_key_prefix, version.name, version.version)
-    runner = BatchRunner(settings, NullModel(version), queue, step_overhead_texts=0.0)
-    worker = InferenceWorker(settings, runner, f"{socket.gethostname()}-{os.getpid()}-null", "none")
+    worker = InferenceWorker(settings, f"{socket.gethostname()}-{os.getpid()}-null", "none")
+    worker.add(Slot.of(BatchRunner(settings, NullModel(version), queue, step_overhead_texts=0.0), settings))
     worker.install_signal_handlers()
     return worker.run()
 

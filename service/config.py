@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     model_version: int | None = Field(None, ge=1)
     """Version to serve; unset serves the highest version present."""
 
+    model_config_file: str | None = Field(None, validation_alias="SENTIMENT_MODEL_CONFIG")
+    """A YAML file of served models, versions, labels, canary and shadow (docs/models.md), re-read while serving;
+    unset: ``SENTIMENT_MODEL_NAME``'s highest version (or ``SENTIMENT_MODEL_VERSION``) alone."""
+
     max_texts_per_request: int = Field(64, ge=1, le=10_000)
     """Most texts in one ``POST /predict``; more gets 413."""
 
@@ -115,6 +119,18 @@ class Settings(BaseSettings):
 
     api_concurrency: int = Field(256, ge=1)
     """Requests each API process serves at once (gevent's connections, or gthread's threads)."""
+
+    max_loaded_versions: int = Field(4, ge=1)
+    """Most model versions one worker holds at once (each costs its weights and compiled programs in memory);
+    beyond it, the config's least needed versions are left to other workers."""
+
+    worker_models: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:,-]*$")
+    """Restricts a worker to some models or versions of the config, e.g. ``sentiment:3,tweets`` (a worker pool per
+    version, scaled on its own stream); unset: every served version."""
+
+    unload_grace_s: float = Field(5.0, ge=0)
+    """A version dropped from the config is freed once its stream has stayed empty this long (every API process
+    has stopped sending to it by then)."""
 
     inference_workers: int = Field(1, ge=1)
     """Inference worker processes ``make run`` starts (one per GPU; one on a CPU)."""

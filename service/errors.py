@@ -24,6 +24,13 @@ class BadRequest(ServiceError):
     code = "bad_request"
 
 
+class NotFound(ServiceError):
+    """An unknown model, version or label (never served, or no longer)."""
+
+    status = 404
+    code = "not_found"
+
+
 class PayloadTooLarge(ServiceError):
     status = 413
     code = "payload_too_large"

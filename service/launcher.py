@@ -22,7 +22,8 @@ from pathlib import Path
 from service.config import ROOT, Settings, load_settings
 from service.embedded_redis import EmbeddedRedis, die_with_parent
 from service.logs import configure_logging
-from service.model_store import ModelNotFound, resolve
+from service.model_config import ConfigError, describe, load_config
+from service.model_store import ModelNotFound
 
 log = logging.getLogger("service.launcher")
 
@@ -98,12 +99,14 @@ class Launcher:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
-        version = resolve(self.settings.model_dir, self.settings.model_version)  # fail now, not in every child
+        config = load_config(self.settings)  # fail now, not in every child
         redis_url = self.settings.redis_url
         if not redis_url:
             self.redis = EmbeddedRedis().start()
             redis_url = self.redis.url
-        env = {**os.environ, "SENTIMENT_REDIS_URL": redis_url, "SENTIMENT_MODEL_VERSION": str(version.version)}
+        env = {**os.environ, "SENTIMENT_REDIS_URL": redis_url}
+        if not self.settings.model_config_file:  # the version found now, for every child, even if a newer one lands
+            env["SENTIMENT_MODEL_VERSION"] = str(config.models[self.settings.model_name].default)
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         for index in range(self.settings.inference_workers):
             worker_env = dict(env)
@@ -119,11 +122,11 @@ class Launcher:
         self.api.append(Child("API (gunicorn)", gunicorn, {**env, "PORT": str(self.port)}))
         for child in (*self.workers, *self.api):
             child.start()
-        self.supervise(version)
+        self.supervise(describe(config))
         self.shutdown()
         return 0
 
-    def supervise(self, version) -> None:
+    def supervise(self, serving: str) -> None:
         announced = False
         next_probe = 0.0
         while not self.stopping:
@@ -137,7 +140,7 @@ class Launcher:
                 next_probe = now + 0.5
                 announced = self._ready()
                 if announced:
-                    log.info("ready: %s v%s at http://%s:%d/predict", version.name, version.version, self.settings.host, self.port)
+                    log.info("ready: %s at http://%s:%d/predict", serving, self.settings.host, self.port)
             time.sleep(0.2)
 
     def _ready(self) -> bool:
@@ -171,6 +174,8 @@ def main() -> int:
         return Launcher(settings, port).run()
     except ModelNotFound as exc:
         sys.exit(f"error: {exc}")
+    except ConfigError as exc:
+        sys.exit(f"error: SENTIMENT_MODEL_CONFIG: {exc}")
 
 
 if __name__ == "__main__":

@@ -52,17 +52,28 @@ EFFICIENCY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 WINDOW_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 32, 64)
 TEXTS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 96, 128, 256)
 PADDED_TOKEN_BUCKETS = (64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
+DIFFERENCE_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 
 # --- API tier ----------------------------------------------------------------------------
 HTTP_REQUESTS = Counter("sentiment_http_requests_total", "HTTP requests answered, by route and status.", ["route", "status"])
 HTTP_SECONDS = Histogram(
     "sentiment_http_request_duration_seconds",
-    "Time to answer an inference request (any protocol), end to end in the API.",
-    ["route"],
+    "Time to answer an inference request (any protocol), end to end in the API, by the model version that answered.",
+    ["route", "model", "version"],
     buckets=LATENCY_BUCKETS,
 )
 IN_FLIGHT = Gauge("sentiment_http_requests_in_flight", "Inference requests being handled right now.", multiprocess_mode="livesum")
-REQUESTS_REFUSED = Counter("sentiment_requests_refused_total", "Inference requests answered with an error, by reason.", ["reason"])
+REQUESTS_REFUSED = Counter(
+    "sentiment_requests_refused_total",
+    "Inference requests answered with an error, by reason (and version, once one was chosen; empty before).",
+    ["reason", "model", "version"],
+)
+ROUTED = Counter(
+    "sentiment_routed_requests_total",
+    "Inference requests sent to a version: `default` (named neither a version nor a label), `canary` (default traffic the "
+    "canary took), `named` (the request named the version or a label).",
+    ["model", "version", "route"],
+)
 REQUEST_TEXTS = Histogram("sentiment_request_texts", "Texts per accepted inference request.", buckets=TEXTS_BUCKETS)
 TEXTS_RECEIVED = Counter("sentiment_texts_received_total", "Texts accepted for scoring.")
 TEXTS_TRUNCATED = Counter("sentiment_texts_truncated_total", "Accepted texts longer than the model reads (their middle was cut).")
@@ -74,28 +85,54 @@ TEXT_WINDOWS = Histogram(
     "sentiment_text_windows", "Windows each accepted text is read in (long texts: more than one model sequence).", buckets=WINDOW_BUCKETS
 )
 EXPLAIN_REQUESTS = Counter("sentiment_explain_requests_total", "Inference requests that asked for explanations.")
-PREDICTIONS = Counter("sentiment_predictions_total", "Predictions returned, by label.", ["label"])
-SCORES = Histogram("sentiment_prediction_score", "Scores returned (probability of positive).", buckets=SCORE_BUCKETS)
+PREDICTIONS = Counter("sentiment_predictions_total", "Predictions returned, by model version and label.", ["model", "version", "label"])
+SCORES = Histogram(
+    "sentiment_prediction_score", "Scores returned (probability of the positive label).", ["model", "version"], buckets=SCORE_BUCKETS
+)
+SHADOW_REQUESTS = Counter(
+    "sentiment_shadow_requests_total",
+    "Requests mirrored to a shadow version, by outcome: compared, dropped (its queue too long, no worker), expired, failed.",
+    ["model", "version", "shadow_version", "outcome"],
+)
+SHADOW_TEXTS = Counter(
+    "sentiment_shadow_texts_total",
+    "Texts scored by both the version that answered and its shadow, by whether their labels agreed.",
+    ["model", "version", "shadow_version", "agreement"],
+)
+SHADOW_SCORE_DIFFERENCE = Histogram(
+    "sentiment_shadow_score_difference",
+    "|score of the shadow - score of the version that answered|, per text compared.",
+    ["model", "version", "shadow_version"],
+    buckets=DIFFERENCE_BUCKETS,
+)
 RESULT_WAIT_SECONDS = Histogram(
     "sentiment_result_wait_seconds", "From enqueueing a request to receiving its result, as the API saw it.", buckets=WAIT_BUCKETS
 )
 
 # --- inference workers -------------------------------------------------------------------
-BATCHES = Counter("sentiment_batches_total", "Batches a worker took from the queue and answered.")
-BATCH_TEXTS = Histogram("sentiment_batch_texts", "Texts per model call.", buckets=TEXTS_BUCKETS)
-BATCH_TOKENS = Histogram("sentiment_batch_padded_tokens", "Padded tokens per model call (texts x longest).", buckets=PADDED_TOKEN_BUCKETS)
+# Every batch metric is by model version (bounded: only configured versions are ever loaded).
+VERSION = ["model", "version"]
+BATCHES = Counter("sentiment_batches_total", "Batches a worker took from the queue and answered.", VERSION)
+BATCH_TEXTS = Histogram("sentiment_batch_texts", "Texts per model call.", VERSION, buckets=TEXTS_BUCKETS)
+BATCH_TOKENS = Histogram(
+    "sentiment_batch_padded_tokens", "Padded tokens per model call (texts x longest).", VERSION, buckets=PADDED_TOKEN_BUCKETS
+)
 PADDING_EFFICIENCY = Histogram(
-    "sentiment_batch_padding_efficiency_ratio", "Real tokens / padded tokens of each model call.", buckets=EFFICIENCY_BUCKETS
+    "sentiment_batch_padding_efficiency_ratio", "Real tokens / padded tokens of each model call.", VERSION, buckets=EFFICIENCY_BUCKETS
 )
-MODEL_SECONDS = Histogram("sentiment_model_duration_seconds", "Time of one model call.", buckets=MODEL_BUCKETS)
+MODEL_SECONDS = Histogram("sentiment_model_duration_seconds", "Time of one model call.", VERSION, buckets=MODEL_BUCKETS)
 QUEUE_WAIT_SECONDS = Histogram(
-    "sentiment_queue_wait_seconds", "From enqueue to the start of the batch that scores it, as the worker saw it.", buckets=WAIT_BUCKETS
+    "sentiment_queue_wait_seconds",
+    "From enqueue to the start of the batch that scores it, as the worker saw it.",
+    VERSION,
+    buckets=WAIT_BUCKETS,
 )
-TEXTS_SCORED = Counter("sentiment_texts_scored_total", "Sequences (texts, or windows of long ones) run through the model.")
-TEXTS_EXPLAINED = Counter("sentiment_texts_explained_total", "Sequences run through the model's explaining graph.")
-REQUESTS_EXPIRED = Counter("sentiment_requests_expired_total", "Requests dropped unrun because their deadline had passed.")
-REQUESTS_RECLAIMED = Counter("sentiment_requests_reclaimed_total", "Requests taken over from a worker that stopped heartbeating.")
-INFERENCE_ERRORS = Counter("sentiment_inference_errors_total", "Model calls that failed.")
+TEXTS_SCORED = Counter("sentiment_texts_scored_total", "Sequences (texts, or windows of long ones) run through the model.", VERSION)
+TEXTS_EXPLAINED = Counter("sentiment_texts_explained_total", "Sequences run through the model's explaining graph.", VERSION)
+REQUESTS_EXPIRED = Counter("sentiment_requests_expired_total", "Requests dropped unrun because their deadline had passed.", VERSION)
+REQUESTS_RECLAIMED = Counter("sentiment_requests_reclaimed_total", "Requests taken over from a worker that stopped heartbeating.", VERSION)
+INFERENCE_ERRORS = Counter("sentiment_inference_errors_total", "Model calls that failed.", VERSION)
+VERSIONS_LOADED = Gauge("sentiment_worker_versions_loaded", "Model versions this worker has loaded, by state.", ["state"])
 LAST_HEARTBEAT = Gauge("sentiment_worker_last_heartbeat_timestamp_seconds", "Unix time of the worker's last heartbeat in Redis.")
 STARTUP_SECONDS = Gauge("sentiment_worker_startup_seconds", "From the worker's start to its first heartbeat: import, load, warm-up.")
 WARMUP_SECONDS = Gauge("sentiment_worker_warmup_seconds", "Time the worker spent running every batch shape once before serving.")
@@ -107,10 +144,12 @@ WARMUP_COMPILED = Gauge(
 REDIS_ERRORS = Counter("sentiment_redis_errors_total", "Redis calls that failed (connection or timeout).")
 
 
-def info_gauges(model_name: str, model_version: int, tokenizer: str, worker: dict[str, str] | None = None) -> list[GaugeMetricFamily]:
-    """``sentiment_model_info``, ``sentiment_build_info`` (and on a worker ``sentiment_worker_info``): 1s whose labels say what runs."""
-    model = GaugeMetricFamily("sentiment_model_info", "The served model.", labels=["name", "version", "tokenizer"])
-    model.add_metric([model_name, str(model_version), tokenizer], 1)
+def info_gauges(models: list[tuple[str, int, str]], worker: dict[str, str] | None = None) -> list[GaugeMetricFamily]:
+    """``sentiment_model_info`` (one per served (name, version, tokenizer)), ``sentiment_build_info`` (and on a worker
+    ``sentiment_worker_info``): 1s whose labels say what runs."""
+    model = GaugeMetricFamily("sentiment_model_info", "A served model version.", labels=["name", "version", "tokenizer"])
+    for name, version, tokenizer in models:
+        model.add_metric([name, str(version), tokenizer], 1)
     build = GaugeMetricFamily("sentiment_build_info", "The service's build.", labels=["version", "python"])
     build.add_metric([__version__, platform.python_version()], 1)
     families = [model, build]
@@ -121,43 +160,59 @@ def info_gauges(model_name: str, model_version: int, tokenizer: str, worker: dic
     return families
 
 
-class StateCollector:
-    """Gauges computed when Prometheus scrapes: the queue's state read from Redis, readiness, info.
+# What `StateCollector` reads: the service's gauges, and each served version's.
+State = tuple[dict[str, float], dict[tuple[str, int], dict[str, float]]]
 
-    ``read_state`` returns ``{"queue_backlog": n, ...}``; each key becomes ``sentiment_<key>``.
-    If it raises (Redis away), the scrape still succeeds and says ``sentiment_redis_up 0``.
+
+class StateCollector:
+    """Gauges computed when Prometheus scrapes: the queue's state read from Redis, readiness, versions, info.
+
+    ``read_state`` returns ``({"ready": 1, ...}, {(model, version): {"queue_backlog": n, ...}})``; each key
+    becomes ``sentiment_<key>``, the second kind labelled by model and version. If it raises (Redis away), the
+    scrape still succeeds and says ``sentiment_redis_up 0``.
     """
 
-    def __init__(self, read_state: Callable[[], dict[str, float]], constant: list[GaugeMetricFamily]):
+    def __init__(self, read_state: Callable[[], State], constant: list[GaugeMetricFamily]):
         self.read_state = read_state
         self.constant = constant
 
     def collect(self):
         try:
-            state = {"redis_up": 1, **self.read_state()}
+            general, versions = self.read_state()
+            general = {"redis_up": 1, **general}
         except Exception:  # Redis away: report it instead of failing the scrape
-            state = {"redis_up": 0, "ready": 0}
-        for name, value in state.items():
+            general, versions = {"redis_up": 0, "ready": 0}, {}
+        for name, value in general.items():
             yield GaugeMetricFamily(f"sentiment_{name}", STATE_HELP.get(name, name.replace("_", " ")), value=value)
+        families: dict[str, GaugeMetricFamily] = {}
+        for (model, version), values in versions.items():
+            for name, value in values.items():
+                if name not in families:
+                    families[name] = GaugeMetricFamily(f"sentiment_{name}", STATE_HELP.get(name, name), labels=["model", "version"])
+                families[name].add_metric([model, str(version)], value)
+        yield from families.values()
         yield from self.constant
 
 
 STATE_HELP = {
     "redis_up": "1 if Redis answered this scrape.",
-    "ready": "1 if /readyz would answer 200 (vocabulary loaded, Redis up, a live worker of this model version).",
-    "queue_backlog": "Requests in the stream: waiting plus being scored.",
+    "ready": "1 if /readyz would answer 200 (Redis up, a live worker for every model's default version).",
+    "queue_backlog": "Requests in the version's stream: waiting plus being scored.",
     "queue_pending": "Requests delivered to a worker and not yet answered.",
     "queue_oldest_waiting_age_seconds": "Age of the oldest request no worker has taken yet (0 when none waits).",
-    "live_workers": "Inference workers of this model version that heartbeated recently.",
+    "live_workers": "Inference workers serving this model version that heartbeated recently.",
+    "version_available": "1 if the configured version is AVAILABLE (a live worker serves it), 0 while it is LOADING.",
     "default_deadline_seconds": "The server's default (and longest) deadline of a request.",
 }
 
 
 # Each tier exports its own metrics only (every process imports this module, so every metric exists in each).
 API_TIER = (HTTP_REQUESTS, HTTP_SECONDS, IN_FLIGHT, REQUESTS_REFUSED, REQUEST_TEXTS, TEXTS_RECEIVED, TEXTS_TRUNCATED)
-API_TIER += (TEXT_TOKENS, TEXT_OOV, TEXT_WINDOWS, EXPLAIN_REQUESTS, PREDICTIONS, SCORES, RESULT_WAIT_SECONDS)
+API_TIER += (TEXT_TOKENS, TEXT_OOV, TEXT_WINDOWS, EXPLAIN_REQUESTS, PREDICTIONS, SCORES, RESULT_WAIT_SECONDS, ROUTED)
+API_TIER += (SHADOW_REQUESTS, SHADOW_TEXTS, SHADOW_SCORE_DIFFERENCE)
 WORKER_TIER = (BATCHES, BATCH_TEXTS, BATCH_TOKENS, PADDING_EFFICIENCY, MODEL_SECONDS, QUEUE_WAIT_SECONDS, TEXTS_SCORED, TEXTS_EXPLAINED)
 WORKER_TIER += (REQUESTS_EXPIRED, REQUESTS_RECLAIMED, INFERENCE_ERRORS, LAST_HEARTBEAT, STARTUP_SECONDS, WARMUP_SECONDS, WARMUP_COMPILED)
+WORKER_TIER += (VERSIONS_LOADED,)
 
 
 def _names(metrics) -> set[str]:
@@ -185,7 +240,7 @@ class ConstantCollector:
         yield from self.families
 
 
-def render(read_state: Callable[[], dict[str, float]], constant: list[GaugeMetricFamily]) -> tuple[bytes, str]:
+def render(read_state: Callable[[], State], constant: list[GaugeMetricFamily]) -> tuple[bytes, str]:
     """The API's ``/metrics`` body: every API process's metrics plus the state read at scrape time."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         source = multiprocess.MultiProcessCollector(None)

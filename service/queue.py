@@ -182,7 +182,7 @@ class RequestQueue:
                 raise
             self.ensure_group()
             return []
-        return self._decode(response[0][1]) if response else []
+        return self.decode_entries(response[0][1]) if response else []
 
     def claim_abandoned(self, consumer: str, min_idle_ms: int, live_ttl_s: float, count: int = 256) -> list[QueuedRequest]:
         """Take over entries held for ``min_idle_ms`` or more by workers that stopped heartbeating.
@@ -208,7 +208,7 @@ class RequestQueue:
         gone = set(orphans) - {entry_id for entry_id, _ in claimed}  # deleted meanwhile: drop from the pending list
         if gone:
             self.redis.xack(self.stream, GROUP, *gone)
-        return self._decode(claimed)
+        return self.decode_entries(claimed)
 
     def forget_dead_consumers(self, live_ttl_s: float, idle_ms: int = 600_000) -> int:
         """Remove long-gone workers with nothing pending from the group (autoscaling leaves many)."""
@@ -221,7 +221,7 @@ class RequestQueue:
                 removed += 1
         return removed
 
-    def _decode(self, entries) -> list[QueuedRequest]:
+    def decode_entries(self, entries) -> list[QueuedRequest]:
         requests, broken = [], []
         for entry_id, fields in entries:
             entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
@@ -272,3 +272,24 @@ class RequestQueue:
         pipe.zrem(self.workers_key, consumer)
         pipe.delete(self.worker_info_key_format.format(prefix=self.prefix, consumer=consumer))
         pipe.execute()
+
+
+def read_streams(queues: Sequence[RequestQueue], consumer: str, count: int, block_ms: int) -> dict[str, list[QueuedRequest]]:
+    """New entries of several versions' streams in one XREADGROUP, waiting up to ``block_ms`` for the first of any;
+    up to ``count`` per stream, by stream. A worker serving several versions waits on all of them at once."""
+    if not queues:
+        return {}
+    by_stream = {queue.stream: queue for queue in queues}
+    try:
+        response = queues[0].redis.xreadgroup(GROUP, consumer, dict.fromkeys(by_stream, ">"), count=count, block=block_ms)
+    except redis.ResponseError as exc:
+        if "NOGROUP" not in str(exc):
+            raise
+        for queue in queues:
+            queue.ensure_group()
+        return {}
+    read = {}
+    for stream, entries in response or []:
+        name = stream.decode() if isinstance(stream, bytes) else stream
+        read[name] = by_stream[name].decode_entries(entries)
+    return read

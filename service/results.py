@@ -19,8 +19,10 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Sequence
+from typing import Protocol
 
 import redis
 
@@ -49,6 +51,9 @@ class Waiter:
         self.outcome = outcome
         self._done.release()
 
+    def expire(self) -> None:
+        """Never called: a waiting request forgets its key itself when its deadline passes."""
+
     def wait(self, timeout_s: float) -> Sequence[float] | None:
         """The answer's values (`service.codec.read_answer` reads them); ``None`` when ``timeout_s`` passes first;
         raises `WorkerError` or `RedisUnavailable`."""
@@ -59,6 +64,14 @@ class Waiter:
         return self.outcome
 
 
+class Recipient(Protocol):
+    """What a result is handed to: a waiting request's `Waiter`, or a shadow request's comparison."""
+
+    def deliver(self, outcome: Sequence[float] | Exception) -> None: ...
+
+    def expire(self) -> None: ...
+
+
 class ResultListener:
     """The thread that pops this process's result list and wakes the waiting requests."""
 
@@ -67,7 +80,9 @@ class ResultListener:
         self.connection = connection  # its own: a socket timeout longer than ``block_s``
         self.block_s = block_s
         self.reply_to = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._waiting: dict[str, Waiter] = {}
+        self._waiting: dict[str, Recipient] = {}
+        self._expiring: dict[str, float] = {}  # key → time.perf_counter() after which nobody waits (shadow requests)
+        self._next_sweep = 0.0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -79,15 +94,20 @@ class ResultListener:
     def stop(self) -> None:
         self._stop.set()
 
-    def expect(self, request_key: str) -> Waiter:
-        """Register before enqueueing: the result may arrive before the request thread starts waiting."""
-        waiter = Waiter()
-        self._waiting[request_key] = waiter
-        return waiter
+    def expect(self, request_key: str, recipient: Recipient | None = None, expires_at: float | None = None) -> Recipient:
+        """Register before enqueueing: the result may arrive before the request thread starts waiting. A request
+        nobody waits for (a shadow's ``recipient``) gives ``expires_at`` (a `time.perf_counter` instant): past it,
+        it is forgotten and told so (its ``expire()``)."""
+        recipient = recipient or Waiter()
+        self._waiting[request_key] = recipient
+        if expires_at is not None:
+            self._expiring[request_key] = expires_at
+        return recipient
 
     def forget(self, request_key: str) -> None:
         """The request is over (answered, timed out or refused): a late result for it is dropped."""
         self._waiting.pop(request_key, None)
+        self._expiring.pop(request_key, None)
 
     def _run(self) -> None:
         failures = 0
@@ -108,6 +128,7 @@ class ResultListener:
             if failures:
                 log.info("result listener: Redis is back")
                 failures = 0
+            self._sweep()
             for item in items:
                 try:
                     key, outcome = decode_answer(item)
@@ -116,7 +137,21 @@ class ResultListener:
                     continue
                 waiter = self._waiting.pop(key, None)
                 if waiter is not None:  # None: the request gave up, or a duplicate answer (at-least-once)
+                    self._expiring.pop(key, None)
                     waiter.deliver(outcome)
+
+    def _sweep(self) -> None:
+        """At most once a second: forget the requests nobody waits for whose deadline passed."""
+        now = time.perf_counter()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + 1.0
+        for key, expires_at in list(self._expiring.items()):
+            if expires_at < now:
+                self._expiring.pop(key, None)
+                recipient = self._waiting.pop(key, None)
+                if recipient is not None:
+                    recipient.expire()
 
     def _fail_all(self, exc: Exception) -> None:
         metrics.REDIS_ERRORS.inc()

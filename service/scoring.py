@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import redis
@@ -24,6 +24,7 @@ from service.explanations import explain_texts
 from service.model_store import ModelVersion
 from service.queue import QueueFull, RequestQueue
 from service.results import RedisUnavailable, ResultListener
+from service.shadow import ShadowComparison, dropped
 from service.tokenizer import Encoded, LongTextPolicy, Tokenizer, combine
 
 
@@ -96,6 +97,9 @@ class Scorer:
         self.tokenizer = tokenizer
         self._workers_alive = True
         self._workers_checked_at = 0.0
+        self.labels = (model.name, str(model.version))  # of its metrics
+        for label in model.label_names:  # exported as 0 from the start, so that a share of them has a value
+            metrics.PREDICTIONS.labels(*self.labels, label)
 
     def check_texts(self, texts: Sequence[object], field: str = "texts") -> list[str]:
         """The texts, or the 4xx that says which one is wrong and why (every protocol applies the same limits)."""
@@ -117,10 +121,13 @@ class Scorer:
                 raise BadRequest(f"{where} is empty")
         return list(texts)  # type: ignore[arg-type]
 
-    def predict(self, texts: list[str], *, request_id: str, deadline: Deadline, explain: bool = False) -> Scored:
+    def predict(
+        self, texts: list[str], *, request_id: str, deadline: Deadline, explain: bool = False, shadow: Scorer | None = None
+    ) -> Scored:
         """Score checked ``texts`` before ``deadline``; with ``explain``, each with the split of its logit over its
-        tokens. ``request_id`` (the client's) goes to the worker's batch log line. A refusal (`ServiceError`) carries
-        the request's figures as ``stats``, for the access log."""
+        tokens; with ``shadow``, also mirrored to that version, whose answers are only compared with these.
+        ``request_id`` (the client's) goes to the worker's batch log line. A refusal (`ServiceError`) carries the
+        request's figures as ``stats``, for the access log."""
         if explain and not self.model.explains:
             raise BadRequest(f"{self.model.name} v{self.model.version} cannot explain its scores (exported before explanations)")
         encoded = self.tokenizer.encode_batch(texts)
@@ -131,6 +138,12 @@ class Scorer:
             "truncated": sum(e.truncated for e in encoded),
             "windows": len(sequences),
         }
+        comparisons: list[ShadowComparison] = []
+
+        def mirror() -> None:  # after the real request is queued: it never waits for the shadow's
+            if shadow is not None:
+                comparisons.extend(filter(None, [shadow.mirror(texts, deadline, self.model.version)]))
+
         try:
             if len(sequences) > self.settings.max_windows_per_request:
                 raise PayloadTooLarge(
@@ -138,42 +151,86 @@ class Scorer:
                     f"{self.settings.max_windows_per_request}: send the long texts in separate requests"
                 )
             self._observe_inputs(encoded)
-            values, waited = self._run(sequences, request_id, deadline, explain)
+            values, waited = self._run(sequences, request_id, deadline, explain, mirror)
         except ServiceError as exc:
             exc.stats = stats
+            for comparison in comparisons:
+                comparison.abandon()
             raise
         stats["queue_wait_ms"] = round(waited * 1000, 2)
         if explain:
             metrics.EXPLAIN_REQUESTS.inc()
         answer = read_answer(values, [len(s) for s in sequences], explain)
         explanations = explain_texts(self.tokenizer, texts, encoded, answer) if explain else [None] * len(texts)
+        predictions = self._predictions(encoded, answer.probabilities, explanations)
+        self._observe_outputs(predictions)
+        for comparison in comparisons:
+            comparison.primary(predictions)
+        return Scored(predictions, self.model, stats)
+
+    def mirror(self, texts: list[str], deadline: Deadline, primary_version: int) -> ShadowComparison | None:
+        """Queue ``texts`` for this (shadow) version with nobody waiting; None when it is dropped instead: no live
+        worker, too many windows, its queue past a quarter of the bound (shadow traffic goes first), Redis failing."""
+        model, version = self.model.name, self.model.version
+        if not self.workers_alive():
+            dropped(model, primary_version, version)
+            return None
+        encoded = self.tokenizer.encode_batch(texts)
+        sequences = [window for e in encoded for window in e.windows]
+        lengths = [len(s) for s in sequences]
+        if len(sequences) > self.settings.max_windows_per_request or deadline.left() <= 0:
+            dropped(model, primary_version, version)
+            return None
+
+        def score(values: Sequence[float]) -> list[Prediction]:
+            return self._predictions(encoded, read_answer(values, lengths, False).probabilities, [None] * len(encoded))
+
+        comparison = ShadowComparison(model, primary_version, version, score)
+        key = os.urandom(16).hex()
+        self.listener.expect(key, comparison, expires_at=deadline.at)
+        deadline_ms = int((time.time() + deadline.left()) * 1000)
+        try:
+            self.queue.enqueue(key, sequences, deadline_ms, max(1, self.settings.queue_max_requests // 4), self.listener.reply_to)
+        except (QueueFull, redis.RedisError):
+            self.listener.forget(key)
+            dropped(model, primary_version, version)
+            return None
+        return comparison
+
+    def _predictions(
+        self, encoded: Sequence[Encoded], probabilities: Sequence[float], explanations: Sequence[dict | None]
+    ) -> list[Prediction]:
+        """Each text's prediction from its windows' probabilities (a text's windows are consecutive sequences)."""
         negative, positive = self.model.label_names
         threshold = self.model.threshold
         aggregate = self.tokenizer.long_texts.aggregate
         predictions, start = [], 0
-        for e, explanation in zip(encoded, explanations, strict=True):  # a text's windows are consecutive sequences
+        for e, explanation in zip(encoded, explanations, strict=True):
             end = start + len(e.windows)
-            p = combine(answer.probabilities[start:end], [len(w) for w in e.windows], aggregate)
+            p = combine(probabilities[start:end], [len(w) for w in e.windows], aggregate)
             label = positive if p >= threshold else negative
             predictions.append(Prediction(label, p, e.truncated, e.n_tokens, len(e.windows), e, explanation))
             start = end
-        self._observe_outputs(predictions, negative, positive)
-        return Scored(predictions, self.model, stats)
+        return predictions
 
-    def _run(self, sequences: list, request_id: str, deadline: Deadline, explain: bool) -> tuple[Sequence[float], float]:
-        """Queue the sequences and wait for their answer's values; (values, seconds waited after queueing)."""
+    def _run(
+        self, sequences: list, request_id: str, deadline: Deadline, explain: bool, queued: Callable[[], None]
+    ) -> tuple[Sequence[float], float]:
+        """Queue the sequences, call ``queued``, wait for their answer's values; (values, seconds waited after queueing)."""
         retry = {"Retry-After": str(self.settings.retry_after_s)}
         key = os.urandom(16).hex()  # never the client's id: two clients may send the same one
         waiter = self.listener.expect(key)
         try:
             if not self.workers_alive():
-                raise Unavailable("no inference worker is running for this model", retry)
+                name, version = self.labels
+                raise Unavailable(f"no inference worker is running for {name} v{version} (LOADING, or down): retry later", retry)
             left = deadline.left()
             if left <= 0:
                 raise DeadlineExceeded(f"{deadline} passed before the request was queued")
             deadline_ms = int((time.time() + left) * 1000)
             self.queue.enqueue(key, sequences, deadline_ms, self.settings.queue_max_requests, self.listener.reply_to, request_id, explain)
             queued_at = time.perf_counter()
+            queued()
             values = waiter.wait(deadline.at - queued_at)
         except QueueFull:
             raise Overloaded("too many requests waiting; retry later", retry) from None
@@ -213,13 +270,11 @@ class Scorer:
         if truncated:
             metrics.TEXTS_TRUNCATED.inc(truncated)
 
-    @staticmethod
-    def _observe_outputs(predictions: list[Prediction], negative: str, positive: str) -> None:
-        positives = 0
+    def _observe_outputs(self, predictions: list[Prediction]) -> None:
+        counts: dict[str, int] = {}
+        scores = metrics.SCORES.labels(*self.labels)
         for p in predictions:
-            metrics.SCORES.observe(p.score)
-            positives += p.label == positive
-        if positives:
-            metrics.PREDICTIONS.labels(positive).inc(positives)
-        if positives < len(predictions):
-            metrics.PREDICTIONS.labels(negative).inc(len(predictions) - positives)
+            scores.observe(p.score)
+            counts[p.label] = counts.get(p.label, 0) + 1
+        for label, count in counts.items():
+            metrics.PREDICTIONS.labels(*self.labels, label).inc(count)

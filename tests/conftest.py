@@ -50,6 +50,26 @@ def tiny_model_store(tmp_path_factory) -> Path:
     return store
 
 
+@pytest.fixture(scope="session")
+def tiny_two_versions(tiny_model_store, tmp_path_factory) -> Path:
+    """A store of ``sentiment/1`` (the tiny model) and ``sentiment/2``: its network with the output layer negated, so
+    that v2 says the opposite of v1 (the same graph, other weights; told apart by any answer)."""
+    import shutil
+
+    from service.model_store import resolve
+    from training.export import export
+    from training.reexport import restore_keras_model
+
+    store = tmp_path_factory.mktemp("two-versions")
+    shutil.copytree(tiny_model_store / "sentiment" / "1", store / "sentiment" / "1")
+    base = resolve(store / "sentiment", 1)
+    negated = restore_keras_model(base)
+    head = negated.layers[-1]
+    head.set_weights([-w for w in head.get_weights()])
+    export(negated, base.load_tokenizer(), store / "sentiment" / "2", {**base.metadata, "version": 2})
+    return store
+
+
 @pytest.fixture(scope="module")
 def module_redis():
     with EmbeddedRedis() as server:

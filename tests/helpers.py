@@ -24,6 +24,18 @@ from service.embedded_redis import free_port
 COMPILE_CACHE = Path(tempfile.mkdtemp(prefix="sentiment-xla-"))
 
 
+def settings_of(env: dict[str, str]) -> dict[str, str]:
+    """The ``SENTIMENT_*`` variables of ``env`` as `Settings` field names (``SENTIMENT_MODEL_CONFIG`` is
+    ``model_config_file``); a variable that is no setting keeps its lower-cased name, for the caller to catch."""
+    from service.config import Settings
+
+    fields = {
+        (f.validation_alias if isinstance(f.validation_alias, str) else f"SENTIMENT_{name.upper()}"): name
+        for name, f in Settings.model_fields.items()
+    }
+    return {fields.get(k, k.removeprefix("SENTIMENT_").lower()): v for k, v in env.items() if k.startswith("SENTIMENT_")}
+
+
 def child_env(**settings: str) -> dict[str, str]:
     """The environment of a process the tests start: this one's, without any SENTIMENT_* setting or TensorFlow flag
     of its own, with the test run's compile cache and ``settings``."""
@@ -141,7 +153,7 @@ class Service:
             self.wait_workers(sum(1 for w in self.workers if w.poll() is None))
         return worker
 
-    def wait_workers(self, count: int, timeout_s: float = 90) -> None:
+    def wait_workers(self, count: int, timeout_s: float = 180) -> None:
         def enough() -> bool:
             for worker in self.workers:
                 if worker.poll() is not None and worker.returncode not in (0, -signal.SIGKILL, -signal.SIGTERM):

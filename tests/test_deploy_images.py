@@ -29,6 +29,7 @@ from packaging.utils import canonicalize_name
 
 from service.config import ROOT, Settings
 from service.model_store import is_complete
+from tests.helpers import settings_of
 
 DOCKERFILE = ROOT / "Dockerfile"
 FINAL_TARGETS = ("api", "worker", "worker-gpu")
@@ -288,7 +289,7 @@ def test_images_log_json_and_set_only_valid_settings(dockerfile, target):
     args, stages = dockerfile
     env = environment(stages, target, args)
     assert env["SENTIMENT_LOG_FORMAT"] == "json"
-    settings = {key.removeprefix("SENTIMENT_").lower(): value for key, value in env.items() if key.startswith("SENTIMENT_")}
+    settings = settings_of(env)
     assert set(settings) <= set(Settings.model_fields), f"not settings: {set(settings) - set(Settings.model_fields)}"
     validated = Settings(**settings)
     assert validated.log_format == "json" and validated.model_version == int(args["MODEL_VERSION"])

@@ -24,7 +24,7 @@ import yaml
 from service.config import ROOT, Settings
 from service.model_store import is_complete
 from service.queue import RequestQueue
-from tests.helpers import gunicorn_graceful_timeout
+from tests.helpers import gunicorn_graceful_timeout, settings_of
 
 OVERLAYS = ("cpu", "gpu")
 # The oldest Kubernetes release the manifests are meant for, and the newest schema at hand.
@@ -172,10 +172,6 @@ def environment(objects: list[dict], workload: dict) -> dict[str, str]:
             assert reference["name"] == "sentiment-redis", f"{variable['name']} comes from an unknown Secret"
             env[variable["name"]] = secret_example()[reference["key"]]
     return env
-
-
-def settings_of(env: dict[str, str]) -> dict[str, str]:
-    return {key.removeprefix("SENTIMENT_").lower(): value for key, value in env.items() if key.startswith("SENTIMENT_")}
 
 
 def selects(selector: dict, labels: dict[str, str]) -> bool:
@@ -340,9 +336,13 @@ def test_every_pod_is_hardened_and_sized(objects):
             for bound in ("requests", "limits"):
                 assert {"cpu", "memory"} <= set(spec["resources"][bound]), f"{name}: {bound}"
             assert re.fullmatch(r"[\w.\-/]+:[\w.\-]+", spec["image"]) and not spec["image"].endswith(":latest"), spec["image"]
-            # With a read-only root, every place a process writes is an emptyDir.
+            # With a read-only root, every place a process writes is an emptyDir; what it only reads is configuration.
             for mount in spec.get("volumeMounts", []):
-                assert "emptyDir" in volumes[mount["name"]], f"{name} mounts {mount['name']}, which is not an emptyDir"
+                volume = volumes[mount["name"]]
+                if mount.get("readOnly"):
+                    assert {"configMap", "secret"} & set(volume), f"{name} mounts {mount['name']} read-only, not configuration"
+                else:
+                    assert "emptyDir" in volume, f"{name} mounts {mount['name']}, which is not an emptyDir"
     for component in ("api", "worker"):
         mounts = {m["mountPath"] for m in container(by_component(objects, component)).get("volumeMounts", [])}
         assert "/tmp" in mounts, f"{component}: prometheus-client, gunicorn and TensorFlow write to /tmp"

@@ -256,7 +256,7 @@ def defined_metric_names() -> set[str]:
     from service import metrics
 
     names = {f"sentiment_{key}" for key in metrics.STATE_HELP}
-    families = list(REGISTRY.collect()) + metrics.info_gauges("sentiment", 1, "tokenizer", worker={"consumer": "c", "device": "cpu"})
+    families = list(REGISTRY.collect()) + metrics.info_gauges([("sentiment", 1, "tokenizer")], worker={"consumer": "c", "device": "cpu"})
     for family in families:
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "info": ["_info"]}.get(family.type, [""])
         names |= {family.name + suffix for suffix in suffixes}
@@ -368,7 +368,7 @@ def send_traffic(service: Service, rng: random.Random) -> None:
         texts = [synthetic.review(rng, positive=(i + j) % 2 == 0) for j in range(1 + i % 3)]
         if i % 4 == 0:
             texts.append(synthetic.review(rng, positive=True, length=90) + " zqxv blorft")  # truncated, out of vocabulary
-        response = service.predict({"texts": texts})
+        response = service.predict({"texts": texts}, headers={"X-Request-ID": f"traffic-{i}"})  # its route, fixed by its id
         assert response.status_code == 200, response.text
     refused = {
         "bad_request": requests.post(f"{service.url}/predict", data=b"{not json", headers={"Content-Type": "application/json"}, timeout=5),
@@ -382,15 +382,22 @@ def send_traffic(service: Service, rng: random.Random) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(PROMETHEUS is None, reason="prometheus is not installed (Debian: apt-get install prometheus; .ci/run does it)")
-def test_every_rule_and_panel_works_on_a_real_prometheus(tiny_model_store, tmp_path):
+def test_every_rule_and_panel_works_on_a_real_prometheus(tiny_two_versions, tmp_path):
     worker_port = free_port()
     rng = random.Random(7)
     queries = rule_and_dashboard_queries()
+    # Two versions, a canary and a shadow, so that the "Versions" panels and rules have series to read.
+    config = tmp_path / "models.yaml"
+    config.write_text(
+        "models: {sentiment: {versions: [1, 2], labels: {stable: 1, canary: 2}, default: stable,"
+        " canary: {label: canary, percent: 50}, shadow: {label: canary, percent: 100}}}"
+    )
     with EmbeddedRedis() as redis_server:
         service = Service(
             redis_server.url,
-            tiny_model_store,
+            tiny_two_versions,
             settings={
+                "SENTIMENT_MODEL_CONFIG": str(config),
                 "SENTIMENT_WORKER_METRICS_PORT": str(worker_port),
                 "SENTIMENT_MAX_TEXTS_PER_REQUEST": "8",
                 "SENTIMENT_STEP_OVERHEAD_TEXTS": "4",  # how batches split by length does not matter here: skip measuring it at start

@@ -19,6 +19,7 @@ from tests.test_demo_page import needs_chromium, start_chromium
 
 INFERENCE = {("post", "/predict"), ("post", "/v1/models/{name}:predict"), ("post", "/v1/models/{name}/versions/{version}:predict")}
 INFERENCE |= {("post", "/v2/models/{name}/infer"), ("post", "/v2/models/{name}/versions/{version}/infer")}
+INFERENCE |= {("post", "/v1/models/{name}/labels/{label}:predict")}
 ERROR_MODELS = {"tensorflow-serving": "TFServingError", "kserve-v2": "KServeError"}  # every other tag: the service's ErrorResponse
 DEFAULT_DEADLINE_MS = 2000  # tests/conftest.py's service keeps the server's default
 HTTP_TOLERANCE_S = 1.0  # a busy 2-core machine's HTTP round trip on top of the deadline

@@ -262,4 +262,4 @@ def test_the_same_queue_and_deadline_as_predict(served):
     assert timed_predict(served, {"text": "great"})[0].status_code == 200
     metrics = requests.get(f"{served.url}/metrics", timeout=5).text
     assert 'sentiment_http_requests_total{route="/v1/models/<name>:predict",status="504"}' in metrics
-    assert 'sentiment_requests_refused_total{reason="deadline_exceeded"}' in metrics
+    assert 'sentiment_requests_refused_total{model="sentiment",reason="deadline_exceeded",version="3"}' in metrics

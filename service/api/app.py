@@ -1,4 +1,4 @@
-"""Flask application factory: settings, the scoring core (`service.scoring.Scorer`), the protocols' blueprints.
+"""Flask application factory: settings, the model config and its router (a `Scorer` per served version), the blueprints.
 
 Served by gunicorn (``service/gunicorn_conf.py``)::
 
@@ -20,9 +20,11 @@ from service.api.responses import error_response
 from service.config import Settings, load_settings
 from service.errors import ServiceError
 from service.logs import configure_logging
-from service.model_store import resolve
+from service.model_config import ConfigError, ConfigWatcher, describe, load_config
+from service.model_store import ModelVersion
 from service.queue import RequestQueue, connect
 from service.results import ResultListener
+from service.routing import ModelRouter
 from service.scoring import Scorer, serving_tokenizer
 
 log = logging.getLogger("service.app")
@@ -35,17 +37,35 @@ def create_app(settings: Settings | None = None) -> Flask:
     configure_logging(settings.log_level, settings.log_format)
     if not settings.redis_url:
         raise SystemExit("SENTIMENT_REDIS_URL is not set (`make run` starts a Redis and sets it)")
-    version = resolve(settings.model_dir, settings.model_version)
+    try:
+        config = load_config(settings)
+    except ConfigError as exc:
+        raise SystemExit(f"SENTIMENT_MODEL_CONFIG: {exc}") from None
 
     app = Flask(__name__, static_folder=None)  # static files are the demo blueprint's (service/api/static)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     # No CORS here, so no route needs OPTIONS; Flask's automatic answer would be a 200 for any URL a rule matches,
     # whatever its parameters name (a model that does not exist, a path that climbs): 405 instead, like any other method.
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
-    queue = RequestQueue(connect(settings.redis_url, settings.redis_timeout_s), settings.redis_key_prefix, version.name, version.version)
+    connection = connect(settings.redis_url, settings.redis_timeout_s)
+    prefix = settings.redis_key_prefix
+
+    def queue_of(name: str, version: int) -> RequestQueue:
+        return RequestQueue(connection, prefix, name, version)
+
     listen_s = 1.0
-    listener = ResultListener(queue, connect(settings.redis_url, settings.redis_timeout_s, blocking_s=listen_s), listen_s).start()
-    app.extensions["sentiment"] = Scorer(settings, version, queue, listener, serving_tokenizer(version, settings))
+    default = config.models[config.default_model]
+    listener = ResultListener(
+        queue_of(default.name, default.default), connect(settings.redis_url, settings.redis_timeout_s, blocking_s=listen_s), listen_s
+    )
+    listener.start()
+
+    def make_scorer(version: ModelVersion) -> Scorer:
+        return Scorer(settings, version, queue_of(version.name, version.version), listener, serving_tokenizer(version, settings))
+
+    router = ModelRouter(settings, config, make_scorer, lambda name, v: queue_of(name, v).live_workers(settings.heartbeat_ttl_s), listener)
+    app.extensions["sentiment"] = router
+    ConfigWatcher(settings, config, router.apply).start()
     hooks.install(app)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
@@ -64,11 +84,5 @@ def create_app(settings: Settings | None = None) -> Flask:
         log.exception("unhandled error")
         return error_response(500, "internal", "internal error; the request id is in the response headers")
 
-    log.info(
-        "API serving %s v%s (vocabulary of %d)",
-        version.name,
-        version.version,
-        app.extensions["sentiment"].tokenizer.vocab_size,
-        extra={"reply_to": listener.reply_to},
-    )
+    log.info("API serving %s", describe(config), extra={"reply_to": listener.reply_to})
     return app

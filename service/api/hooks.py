@@ -25,6 +25,8 @@ from service.errors import BadRequest, ServiceError
 log = logging.getLogger("service.access")
 
 REQUEST_ID_HEADER = "X-Request-ID"
+MODEL_HEADERS = ("X-Model-Name", "X-Model-Version")  # on every answer a model version gave: which one
+UNROUTED = ("", "")  # the metrics' model and version labels of a request refused before a version was chosen
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
 # Error codes (of `service.errors` and of Flask's HTTP errors) → the `reason` label of refusals.
@@ -36,6 +38,7 @@ REFUSAL_REASONS = {
     "overloaded": "overloaded",
     "unavailable": "unavailable",
     "deadline_exceeded": "deadline_exceeded",
+    "not_found": "not_found",
 }
 
 
@@ -59,12 +62,12 @@ def inference_route(view: Callable) -> Callable:
         except (ServiceError, HTTPException) as exc:
             reason = REFUSAL_REASONS.get(error_code(exc))
             if reason:
-                metrics.REQUESTS_REFUSED.labels(reason).inc()
+                metrics.REQUESTS_REFUSED.labels(reason, *g.get("served", UNROUTED)).inc()
             g.error = error_code(exc)
             raise
         finally:
             metrics.IN_FLIGHT.dec()
-            metrics.HTTP_SECONDS.labels(request.url_rule.rule).observe(time.perf_counter() - g.started)
+            metrics.HTTP_SECONDS.labels(request.url_rule.rule, *g.get("served", UNROUTED)).observe(time.perf_counter() - g.started)
 
     return wrapper
 
@@ -83,6 +86,8 @@ def install(app: Flask) -> None:
     @app.after_request
     def tag_response(response: Response) -> Response:
         response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
+        if "served" in g:
+            response.headers.update(zip(MODEL_HEADERS, g.served, strict=True))
         route = request.url_rule.rule if request.url_rule else "unmatched"
         status = response.status_code
         metrics.HTTP_REQUESTS.labels(route, str(status)).inc()

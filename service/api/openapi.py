@@ -248,8 +248,8 @@ def build_document(app: Flask) -> dict[str, Any]:
 
     Path parameters ``name`` and ``version`` get the served model's as examples (what "Try it out" fills in).
     """
-    served = app.extensions["sentiment"].model
-    examples = {"name": served.name, "version": served.version}
+    config = app.extensions["sentiment"].config
+    examples = {"name": config.default_model, "version": config.models[config.default_model].default, "label": "stable"}
     paths: dict[str, dict[str, Operation]] = {}
     rules = sorted(app.url_map.iter_rules(), key=lambda r: r.rule)
     shared: dict[str, set[str]] = {}  # the path parameters every rule of an endpoint has

@@ -50,6 +50,11 @@ class BatchRunner:
         self.step_overhead_texts = step_overhead_texts
         self.batches = 0
         self.texts = 0
+        self.labels = (model.version.name, str(model.version.version))  # of its metrics
+        for counter in (metrics.BATCHES, metrics.TEXTS_SCORED, metrics.TEXTS_EXPLAINED, metrics.REQUESTS_EXPIRED):
+            counter.labels(*self.labels)  # exported as 0 from the start, so that a rate over them has a value
+        for counter in (metrics.REQUESTS_RECLAIMED, metrics.INFERENCE_ERRORS):
+            counter.labels(*self.labels)
 
     def perform(self, batch: list[QueuedRequest]) -> None:
         """Answer every request of ``batch`` (or retire it, if its deadline passed) and acknowledge it."""
@@ -57,7 +62,7 @@ class BatchRunner:
         expired = [r for r in batch if r.expired(now_ms)]
         live = [r for r in batch if not r.expired(now_ms)]
         if expired:
-            metrics.REQUESTS_EXPIRED.inc(len(expired))
+            metrics.REQUESTS_EXPIRED.labels(*self.labels).inc(len(expired))
             self.queue.finish([r.entry_id for r in expired])
         answers: list[Answered] = []
         runnable = []
@@ -67,7 +72,7 @@ class BatchRunner:
             else:
                 runnable.append(request)
         for request in runnable:
-            metrics.QUEUE_WAIT_SECONDS.observe(max(now_ms - request.enqueued_ms, 0) / 1000)
+            metrics.QUEUE_WAIT_SECONDS.labels(*self.labels).observe(max(now_ms - request.enqueued_ms, 0) / 1000)
         model_s = padded = 0.0
         for explain in (False, True):  # explanations take a graph of their own: their own model calls
             group = [r for r in runnable if r.explain == explain]
@@ -79,7 +84,7 @@ class BatchRunner:
         if answers:
             self.queue.respond(answers, self.settings.result_ttl_s)
         self.batches += 1
-        metrics.BATCHES.inc()
+        metrics.BATCHES.labels(*self.labels).inc()
         log.info(
             "batch",
             extra={
@@ -115,20 +120,20 @@ class BatchRunner:
                 call_padded = len(call) * max(lengths[i] for i in call)
                 model_s += elapsed
                 padded += call_padded
-                metrics.MODEL_SECONDS.observe(elapsed)
-                metrics.BATCH_TEXTS.observe(len(call))
-                metrics.BATCH_TOKENS.observe(call_padded)
-                metrics.PADDING_EFFICIENCY.observe(sum(max(lengths[i], 1) for i in call) / max(call_padded, 1))
+                metrics.MODEL_SECONDS.labels(*self.labels).observe(elapsed)
+                metrics.BATCH_TEXTS.labels(*self.labels).observe(len(call))
+                metrics.BATCH_TOKENS.labels(*self.labels).observe(call_padded)
+                metrics.PADDING_EFFICIENCY.labels(*self.labels).observe(sum(max(lengths[i], 1) for i in call) / max(call_padded, 1))
                 for index, score in zip(call, scores, strict=True):
                     probabilities[index] = float(score)
         except Exception:  # the model failed on this batch: answer it, keep serving the next
             log.exception("inference failed for %d request(s)", len(requests))
-            metrics.INFERENCE_ERRORS.inc()
+            metrics.INFERENCE_ERRORS.labels(*self.labels).inc()
             return [(request, "inference failed") for request in requests], model_s, padded
         self.texts += len(sequences)
-        metrics.TEXTS_SCORED.inc(len(sequences))
+        metrics.TEXTS_SCORED.labels(*self.labels).inc(len(sequences))
         if explain:
-            metrics.TEXTS_EXPLAINED.inc(len(sequences))
+            metrics.TEXTS_EXPLAINED.labels(*self.labels).inc(len(sequences))
         answers, start = [], 0
         for request in requests:
             end = start + request.n_texts

@@ -47,7 +47,8 @@ from service.api.schemas.kserve import (
     ServerMetadataResponse,
     ServerReadyResponse,
 )
-from service.api.serving import score, scorer
+from service.api.serving import route, router, score
+from service.errors import NotFound as ServiceNotFound
 from service.errors import UnsupportedMediaType
 from service.packing import bytes_elements, pack
 from service.scoring import Scorer
@@ -59,16 +60,22 @@ SERVER_NAME = "sentiment-service"
 EXTENSIONS = ["binary_tensor_data"]
 PLATFORM = "tensorflow_savedmodel"
 BINARY = "application/octet-stream"
-PARAMETERS = {"name": "The model's name (SENTIMENT_MODEL_NAME).", "version": "The served version; others get 404."}
+PARAMETERS = {"name": "A served model's name.", "version": "A version the model config serves; others get 404."}
 NOT_FOUND = "Unknown model or version."
 
 
-def _check_model(by: Scorer, name: str, version: str | None) -> None:
-    if name != by.model.name:
-        raise NotFound(f"Request for unknown model: '{name}' is not found")
-    if version is not None and version != str(by.model.version):
-        served = by.model.version
-        raise NotFound(f"Request for unknown model: '{name}' version {version} is not found (this server serves version {served})")
+def _version(name: str, version: str | None) -> tuple[str, int]:
+    """The model and version a URL names (none: the model's default), or the protocol's 404."""
+    try:
+        policy = router().policy(name)
+    except ServiceNotFound:
+        raise NotFound(f"Request for unknown model: '{name}' is not found") from None
+    if version is None:
+        return policy.name, policy.default
+    if not version.isdigit() or int(version) not in policy.versions:
+        served = ", ".join(map(str, policy.versions))
+        raise NotFound(f"Request for unknown model: '{name}' version {version} is not found (this server serves {served})")
+    return policy.name, int(version)
 
 
 @bp.get("/v2")
@@ -113,7 +120,7 @@ def server_ready() -> Response:
     parameters=PARAMETERS,
 )
 def model_ready(name: str, version: str | None) -> Response:
-    _check_model(scorer(), name, version)
+    _version(name, version)
     _, reasons = readiness()
     return json_response({"name": name, "ready": not reasons}, 503 if reasons else 200)
 
@@ -128,12 +135,12 @@ def model_ready(name: str, version: str | None) -> Response:
     parameters=PARAMETERS,
 )
 def model_metadata(name: str, version: str | None) -> Response:
-    by = scorer()
-    _check_model(by, name, version)
+    model, served = _version(name, version)
+    by = router().scorer(model, served)
     return json_response(
         {
-            "name": by.model.name,
-            "versions": [str(by.model.version)],
+            "name": model,
+            "versions": [str(v) for v in router().policy(model).versions],
             "platform": PLATFORM,
             "inputs": [{"name": INPUT, "datatype": "BYTES", "shape": [-1]}],
             "outputs": [{"name": output, "datatype": datatype, "shape": [-1]} for output, datatype in _outputs(by).items()],
@@ -190,8 +197,9 @@ _INFER_DOC = {
 @documented("Inference (Open Inference Protocol)", **_INFER_DOC)
 @inference_route
 def infer(name: str, version: str | None) -> Response:
-    by = scorer()
-    _check_model(by, name, version)
+    model, _ = _version(name, version)
+    to = route(model, int(version) if version is not None else None)
+    by = to.scorer
     if request.content_encoding not in (None, "", "identity"):
         raise UnsupportedMediaType(f"Content-Encoding {request.content_encoding} is not supported: send the request uncompressed")
     parsed, binary = parse_request(request.get_data(cache=False), request.headers.get(HEADER_LENGTH))
@@ -199,7 +207,7 @@ def infer(name: str, version: str | None) -> Response:
     datatypes = _outputs(by)
     outputs = requested_outputs(parsed, datatypes)
     explain = any(name == EXPLANATION for name, _ in outputs)
-    scored = score(by, texts, explain=explain)
+    scored = score(to, texts, explain=explain)
     predictions = scored.predictions
     values = {"probability": [p.score for p in predictions], "label": [p.label for p in predictions]}
     if explain:

@@ -59,8 +59,10 @@ from service.api.schemas.tfserving import (
     TFPredictResponse,
     TFServingError,
 )
-from service.api.serving import score, scorer
+from service.api.serving import route, router, score
 from service.errors import BadRequest
+from service.errors import NotFound as ServiceNotFound
+from service.model_config import ModelPolicy
 from service.model_store import is_complete
 from service.packing import float32_json
 from service.scoring import Prediction, Scorer
@@ -72,47 +74,60 @@ answer_errors_as_standard(bp)
 TEXT_SIGNATURE = "predict_text"  # strings [batch] → probability, token_ids, n_tokens (training/export.py)
 TEXT_INPUT = "texts"
 DEFAULT_SIGNATURE = "serving_default"
-PARAMETERS = {"name": "The model's name (SENTIMENT_MODEL_NAME).", "version": "A version number; only the served one is available."}
-NOT_FOUND = "Unknown model, or a version that is not served."
+PARAMETERS = {
+    "name": "A served model's name.",
+    "version": "A version number: one the model config serves.",
+    "label": "A label of the model config (e.g. stable, canary): the version it names.",
+}
+NOT_FOUND = "Unknown model, a version that is not served, or an unknown label."
 
 
-def _served_version(by: Scorer, name: str, version: int | None, kind: str) -> int:
-    """The served version when ``name``/``version`` designate it; otherwise TensorFlow Serving's 404 for ``kind``."""
-    model = by.model
+def _resolve(name: str, version: int | None, label: str | None, kind: str) -> tuple[ModelPolicy, int]:
+    """The model and the version a URL names (its label's; none: the default), or TensorFlow Serving's 404 for ``kind``
+    (``status``, or a servable request: ``metadata`` and ``predict``)."""
     if ":" in name:  # TensorFlow Serving's URL pattern takes no ':' in a name
         raise BadRequest(f"Malformed request: {request.method} {request.path}")
-    if name != model.name:
-        if kind == "status":
-            raise NotFound(f"Could not find any versions of model {name}")
-        raise NotFound(f"Servable not found for request: Latest({name})")
-    if version is None or version == model.version:
-        return model.version
+    served = router()
+    try:
+        policy = served.policy(name)
+    except ServiceNotFound:
+        unknown = f"Could not find any versions of model {name}" if kind == "status" else f"Servable not found for request: Latest({name})"
+        raise NotFound(unknown) from None
+    if label is not None:
+        if label not in policy.labels:
+            raise NotFound(f"Unrecognized servable version label: {label}")
+        return policy, policy.labels[label]
+    if version is None or version in policy.versions:
+        return policy, policy.default if version is None else version
+    message = f"Servable not found for request: Specific({name}, {version})"
     if kind == "status":
         message = f"Could not find version {version} of model {name}"
-    else:
-        message = f"Servable not found for request: Specific({name}, {version})"
-    if is_complete(model.path.parent / str(version)):
-        message += f" (version {version} is in the model store, but this server serves version {model.version} only)"
+    if is_complete(served.settings.model_store / name / str(version)):
+        message += f" (version {version} is in the model store, but this server does not serve it)"
     raise NotFound(message)
 
 
 _STATUS_RESPONSES = {200: ("The served version is AVAILABLE.", ModelStatusResponse), 400: "A malformed URL.", 404: NOT_FOUND}
 
 
-@bp.get("/v1/models/<name>", defaults={"version": None})
-@bp.get("/v1/models/<name>/versions/<int:version>")
+@bp.get("/v1/models/<name>", defaults={"version": None, "label": None})
+@bp.get("/v1/models/<name>/versions/<int:version>", defaults={"label": None})
+@bp.get("/v1/models/<name>/labels/<label>", defaults={"version": None})
 @documented(
     "Model status (TensorFlow Serving)",
     tag="tensorflow-serving",
-    description="The versions this server has loaded: the served one (or the one named, if it is served).",
+    description="Every version of the model this server serves, loads or unloads, with its state; or the one a version or a label names.",
     responses=_STATUS_RESPONSES,
     errors=TFServingError,
     parameters=PARAMETERS,
 )
-def model_status(name: str, version: int | None) -> Response:
-    served = _served_version(scorer(), name, version, "status")
-    status = {"version": str(served), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
-    return json_response({"model_version_status": [status]})
+def model_status(name: str, version: int | None, label: str | None) -> Response:
+    policy, named = _resolve(name, version, label, "status")
+    states = router().states(policy.name)
+    if version is not None or label is not None:
+        states = [s for s in states if s["version"] == named]
+    listed = [{"version": str(s["version"]), "state": s["state"], "status": {"error_code": "OK", "error_message": ""}} for s in states]
+    return json_response({"model_version_status": listed})
 
 
 _METADATA_RESPONSES = {
@@ -122,8 +137,9 @@ _METADATA_RESPONSES = {
 }
 
 
-@bp.get("/v1/models/<name>/metadata", defaults={"version": None})
-@bp.get("/v1/models/<name>/versions/<int:version>/metadata")
+@bp.get("/v1/models/<name>/metadata", defaults={"version": None, "label": None})
+@bp.get("/v1/models/<name>/versions/<int:version>/metadata", defaults={"label": None})
+@bp.get("/v1/models/<name>/labels/<label>/metadata", defaults={"version": None})
 @documented(
     "Model metadata: signatures (TensorFlow Serving)",
     tag="tensorflow-serving",
@@ -131,15 +147,14 @@ _METADATA_RESPONSES = {
     errors=TFServingError,
     parameters=PARAMETERS,
 )
-def model_metadata(name: str, version: int | None) -> Response:
-    by = scorer()
-    served = _served_version(by, name, version, "metadata")
-    signatures = by.model.metadata.get("signature_defs")
+def model_metadata(name: str, version: int | None, label: str | None) -> Response:
+    policy, served = _resolve(name, version, label, "metadata")
+    signatures = router().scorer(policy.name, served).model.metadata.get("signature_defs")
     if not signatures:
         raise NotFound(
             f"version {served} of model {name} has no signature_defs in its metadata.json (python -m training.signatures adds them)"
         )
-    spec = {"name": by.model.name, "version": str(served), "signature_name": ""}
+    spec = {"name": policy.name, "version": str(served), "signature_name": ""}
     return json_response({"model_spec": spec, "metadata": {"signature_def": {"signature_def": signatures}}})
 
 
@@ -171,20 +186,22 @@ _PREDICT_DOC = {
 }
 
 
-@bp.post("/v1/models/<name>:predict", defaults={"version": None})
-@bp.post("/v1/models/<name>/versions/<int:version>:predict")
+@bp.post("/v1/models/<name>:predict", defaults={"version": None, "label": None})
+@bp.post("/v1/models/<name>/versions/<int:version>:predict", defaults={"label": None})
+@bp.post("/v1/models/<name>/labels/<label>:predict", defaults={"version": None})
 @documented("Predict (TensorFlow Serving)", **_PREDICT_DOC)
 @inference_route
-def predict(name: str, version: int | None) -> Response:
-    by = scorer()
-    _served_version(by, name, version, "predict")
+def predict(name: str, version: int | None, label: str | None) -> Response:
+    policy, _ = _resolve(name, version, label, "predict")
+    to = route(policy.name, version, label)
+    by = to.scorer
     parsed = _parse_predict(by)
     row_form = parsed.instances is not None
     if row_form:
         texts = by.check_texts(_row_texts(parsed.instances), "instances")
     else:
         texts = by.check_texts(_columnar_texts(parsed.inputs), "inputs")
-    predictions = score(by, texts).predictions
+    predictions = score(to, texts).predictions
     outputs = {
         "n_tokens": [p.tokens for p in predictions],
         "probability": [float32_json(p.score) for p in predictions],

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.api.schemas.common import ModelRef, examples
+from service.model_config import LABEL_PATTERN, NAME_PATTERN
 
 
 class PredictRequest(BaseModel):
@@ -23,11 +24,16 @@ class PredictRequest(BaseModel):
     text: str | None = Field(None, description="One text (1 to SENTIMENT_MAX_TEXT_CHARS characters, not blank, no NUL).")
     texts: list[str] | None = Field(None, description="1 to SENTIMENT_MAX_TEXTS_PER_REQUEST texts, answered in this order.")
     explain: bool = Field(False, description="Also say which words drove each score (`explanation` in each prediction).")
+    model: str | None = Field(None, pattern=NAME_PATTERN, description="A served model (`GET /model` lists them); unset: the default.")
+    version: int | None = Field(None, ge=1, description="A served version of the model; unset: the model's default (or its canary).")
+    label: str | None = Field(None, pattern=LABEL_PATTERN, description='A label of the model config (e.g. "stable"): its version.')
 
     @model_validator(mode="after")
     def _exactly_one(self) -> PredictRequest:
         if (self.text is None) == (self.texts is None):
             raise ValueError('give exactly one of "text" (a string) or "texts" (a list of strings)')
+        if self.version is not None and self.label is not None:
+            raise ValueError('give a "version" or a "label", not both')
         return self
 
 
@@ -121,6 +127,20 @@ class Limits(BaseModel):
     default_deadline_ms: int
 
 
+class VersionState(BaseModel):
+    version: int
+    state: Literal["AVAILABLE", "LOADING", "UNLOADING"] = Field(
+        description="AVAILABLE: served by a live worker; LOADING: configured, no worker yet (requests naming it get 503); "
+        "UNLOADING: no longer configured, its queued requests still being answered."
+    )
+    labels: list[str] = Field(description="The config's labels that name this version.")
+
+
+class TrafficShare(BaseModel):
+    version: int
+    percent: float = Field(ge=0, le=100, description="Share of the model's default traffic.")
+
+
 class ModelInfoResponse(BaseModel):
     model_config = examples(
         {
@@ -128,9 +148,20 @@ class ModelInfoResponse(BaseModel):
             "version": 3,
             "limits": {"max_texts_per_request": 64, "max_text_chars": 50000, "max_body_bytes": 1048576, "default_deadline_ms": 2000},
             "metadata": {"name": "sentiment", "version": 3, "label_names": ["negative", "positive"], "decision_threshold": 0.5},
+            "versions": [
+                {"version": 2, "state": "AVAILABLE", "labels": ["canary"]},
+                {"version": 3, "state": "AVAILABLE", "labels": ["stable"]},
+            ],
+            "canary": {"version": 2, "percent": 10.0},
+            "shadow": None,
+            "models": ["sentiment"],
         }
     )
     name: str
-    version: int
+    version: int = Field(description="The default version: what a request that names no version or label gets (but the canary's share).")
     limits: Limits
-    metadata: dict[str, Any] = Field(description="The version's metadata.json: data set, metrics, hyper-parameters, signatures.")
+    metadata: dict[str, Any] = Field(description="The default version's metadata.json: data set, metrics, hyper-parameters, signatures.")
+    versions: list[VersionState] = Field(description="Every version served, loading or unloading, ascending.")
+    canary: TrafficShare | None = Field(description="The version that takes a share of default traffic, if any.")
+    shadow: TrafficShare | None = Field(description="The version default traffic is mirrored to (answers only compared), if any.")
+    models: list[str] = Field(description="Every model this server serves (`GET /model?model=<name>` for another).")
