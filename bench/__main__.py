@@ -219,6 +219,19 @@ def model_alone(texts: list[str]) -> dict:
     return out
 
 
+# The service with a model config file (docs/models.md): one version, as without a file (what the config costs on the
+# default path); and two versions with a 10 % canary and a 50 % shadow (what they cost).
+MODEL_CONFIGS = [
+    ("config", "this service, a model config of one version", "models: {sentiment: {versions: [3]}}\n"),
+    (
+        "canary_shadow",
+        "this service, v3 + a 10 % canary and a 50 % shadow (v2)",
+        "models: {sentiment: {versions: [2, 3], labels: {stable: 3, canary: 2}, default: stable,"
+        " canary: {label: canary, percent: 10}, shadow: {label: canary, percent: 50}}}\n",
+    ),
+]
+
+
 def spawn(command: list[str], env: dict[str, str], log) -> subprocess.Popen:
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
 
@@ -252,6 +265,15 @@ def start_designs(args, work: Path, texts: list[str], log) -> list[Design]:
     explain = Design("explain", 'this service, every request with `"explain": true`', service.port, explain_bodies)
     explain.processes = service.processes  # the same processes, measured in their own turn
     designs.append(explain)
+
+    for name, what, config in MODEL_CONFIGS:
+        configured = Design(name, what, free_port(), predict_bodies)
+        (work / f"{name}.yaml").write_text(config, encoding="utf-8")
+        configured_env = {**env, "PORT": str(configured.port), "SENTIMENT_MODEL_CONFIG": str(work / f"{name}.yaml")}
+        configured_env["SENTIMENT_WORKER_METRICS_PORT"] = "0"
+        configured.processes.append(spawn([python, "-m", "service.launcher"], configured_env, log))
+        configured.ready = lambda d=configured: wait_ready(f"http://127.0.0.1:{d.port}/readyz")
+        designs.append(configured)
 
     head_tail = Design("head_tail", "this service, long texts read head + tail only", free_port(), predict_bodies)
     head_tail_env = {**env, "PORT": str(head_tail.port), "SENTIMENT_LONG_TEXT_POLICY": "head_tail", "SENTIMENT_WORKER_METRICS_PORT": "0"}
@@ -393,6 +415,8 @@ def report(results: dict[str, list[dict]], labels: dict[str, str], alone: dict, 
         f"- null-model service / echo: {ratio('null', 'echo')}",
         f"- explain / service: {ratio('explain', 'service')}",
         f"- service (long texts in windows) / head + tail: {ratio('service', 'head_tail')}",
+        f"- service with a one-version model config / without: {ratio('config', 'service')}",
+        f"- canary 10 % + shadow 50 % / one version: {ratio('canary_shadow', 'config')}",
         "",
         "CPU per request (ms, median of rounds; the load generator's own CPU is not counted):",
         "",
@@ -402,6 +426,10 @@ def report(results: dict[str, list[dict]], labels: dict[str, str], alone: dict, 
     for name in results:
         cells = " | ".join(f"{cpu(name, role):.2f}" if cpu(name, role) else "-" for role in ROLES)
         lines.append(f"| {labels[name]} | {cells} | {sum(cpu(name, role) for role in ROLES):.2f} |")
+    for name, base, what in (("config", "service", "A one-version model config"), ("canary_shadow", "config", "A canary and a shadow")):
+        if name in results and base in results:
+            extra = sum(cpu(name, role) for role in ROLES) - sum(cpu(base, role) for role in ROLES)
+            lines += ["", f"{what} costs {extra:+.2f} ms of CPU per request ({labels[name]} against {labels[base]})."]
     if "service" in results and "explain" in results:
         total = {name: sum(cpu(name, role) for role in ROLES) for name in ("service", "explain")}
         lines += ["", f"Explanations cost {total['explain'] / total['service']:.2f}x the CPU of a plain prediction per request."]

@@ -26,7 +26,7 @@ from service.model_store import is_complete
 from service.queue import RequestQueue
 from tests.helpers import gunicorn_graceful_timeout, settings_of
 
-OVERLAYS = ("cpu", "gpu")
+OVERLAYS = ("cpu", "gpu", "one-pool")
 # The oldest Kubernetes release the manifests are meant for, and the newest schema at hand.
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
 NAMESPACE = "sentiment"
@@ -395,7 +395,7 @@ def test_redis_is_a_password_protected_bounded_memory_only_statefulset(objects):
 
 
 def test_gpu_overlay_runs_one_worker_per_gpu_on_gpu_nodes():
-    cpu_worker, gpu_worker = (by_component(render(overlay), "worker") for overlay in OVERLAYS)
+    cpu_worker, gpu_worker = (by_component(render(overlay), "worker") for overlay in ("cpu", "gpu"))
     assert "nvidia.com/gpu" not in json.dumps(cpu_worker) and "-gpu" not in container(cpu_worker)["image"]
     spec, pod = container(gpu_worker), gpu_worker["spec"]["template"]["spec"]
     assert str(spec["resources"]["limits"]["nvidia.com/gpu"]) == "1"
@@ -599,3 +599,27 @@ def test_every_reference_points_at_an_object_that_exists(objects):
         assert selects(workload["spec"]["selector"], workload["spec"]["template"]["metadata"]["labels"])
         for source in container(workload).get("envFrom", []):
             assert ("ConfigMap", source["configMapRef"]["name"]) in names
+
+
+def test_the_model_config_and_the_worker_pools_agree_in_every_overlay():
+    """The ConfigMap's model config is valid against the model store; a pool per version serves a version the config
+    lists and KEDA scales it on that version's stream; the one pool serves every version and scales on all streams."""
+    from service.model_config import parse_config
+    from service.worker.versions import wanted_versions
+
+    for overlay in OVERLAYS:
+        objects = render(overlay)
+        (models,) = [o for o in of_kind(objects, "ConfigMap") if o["metadata"]["name"] == "sentiment-models"]
+        api = by_component(objects, "api")
+        settings = Settings(**settings_of(environment(objects, api)))
+        assert settings.model_config_file == "/etc/sentiment/models.yaml"
+        config = parse_config(models["data"]["models.yaml"], ROOT / "model_store", settings.model_name)
+        prefix = settings.redis_key_prefix
+        for worker in [w for w in workloads(objects) if w["metadata"]["labels"].get("app.kubernetes.io/component") == "worker"]:
+            pool = Settings(**settings_of(environment(objects, worker)))
+            served = {RequestQueue(redis.Redis(), prefix, name, version).stream for name, version in wanted_versions(config, pool)}
+            assert served, f"{overlay}: {worker['metadata']['name']} serves no version of the model config"
+            (scaled,) = [s for s in of_kind(objects, "ScaledObject") if s["spec"]["scaleTargetRef"]["name"] == worker["metadata"]["name"]]
+            assert {t["metadata"]["stream"] for t in scaled["spec"]["triggers"]} == served, overlay
+        if overlay == "one-pool":
+            assert len(config.versions()) == 2 and not pool.worker_models
