@@ -8,8 +8,10 @@ MODEL ?=
 TRAIN_ARGS ?=
 PEERS ?=
 BENCH_ARGS ?=
+NAME ?=
+FINETUNE_ARGS ?=
 
-.PHONY: run test test-quick lint docs train evaluate bench bench-recovery clean
+.PHONY: run test test-quick lint docs train finetune evaluate bench bench-recovery clean
 
 $(PY):
 	$(PYTHON_BIN) -m venv $(VENV)
@@ -52,6 +54,12 @@ docs: $(VENV)/.runtime
 ## Train and export a new model version (DATA=..., UNLABELED=..., TRAIN_ARGS=...).
 train: $(VENV)/.dev
 	$(PY) -m training --data $(DATA) $(if $(UNLABELED),--unlabeled $(UNLABELED)) --out model_store $(TRAIN_ARGS)
+
+## Fine-tune the movie model on your own labelled texts (DATA=file.csv or .jsonl, NAME=model name, FINETUNE_ARGS=...):
+## writes model_store/NAME/<next version> with its report.html and MODEL_CARD.md.
+finetune: $(VENV)/.dev
+	$(if $(NAME),,$(error NAME is required: make finetune DATA=texts.csv NAME=mymodel))
+	$(PY) -m training.finetune --data $(DATA) --name $(NAME) $(FINETUNE_ARGS)
 
 ## A model version (MODEL=model_store/sentiment/N, default: the highest): long-text policies compared on its validation split, then full metrics on DATA's test split.
 evaluate: $(VENV)/.dev

@@ -16,7 +16,18 @@
 
 ``metadata.json`` gets a ``serving`` entry saying which signature is for which
 device, and the shapes the CPU graph compiles for (the worker compiles them all
-before it takes traffic), and the ``long_texts`` policy.
+before it takes traffic), the ``long_texts`` policy, the ``labels`` in output
+order and the ``head``.
+
+A network of k ≥ 3 labels (`training.model` with ``classes=k``: k logits, then
+softmax) has the same signatures with k-wide outputs instead:
+``serving_default`` / ``serving_gpu`` → ``probabilities`` and ``logits``
+``[batch, k]``; ``explain`` → those and ``contributions`` ``[batch, time, k]``
+(each class's logit's gradient × input); ``predict_text`` → ``probabilities``
+``[batch, k]``, ``label`` (the likeliest label's name, bytes), ``token_ids``,
+``n_tokens``, ``windows``; a long text's windows combined by the mean of their
+logits, then softmax (the k-label form of ``mean_logit``, the only aggregate
+they take). Two-label networks keep the outputs above unchanged.
 """
 
 from __future__ import annotations
@@ -70,14 +81,36 @@ def keras_cudnn(enabled: bool) -> Iterator[None]:
         rnn._is_gpu_available = original
 
 
+def is_categorical(model: keras.Model) -> bool:
+    """Whether ``model`` ends in k logits and their softmax (`training.model.build_model` with ``classes > 1``)."""
+    return any(layer.name == "logits" for layer in model.layers)
+
+
 class SentimentModule(tf.Module):
     """What gets saved: the network, its fused CPU graph, the vocabulary table and the tokenizer config."""
 
-    def __init__(self, model: keras.Model, tokenizer: tk.Tokenizer, asset_dir: Path, batch_buckets=DEFAULT_BATCH_BUCKETS):
+    def __init__(
+        self,
+        model: keras.Model,
+        tokenizer: tk.Tokenizer,
+        asset_dir: Path,
+        batch_buckets=DEFAULT_BATCH_BUCKETS,
+        labels: list[str] | None = None,
+    ):
         super().__init__(name="sentiment")
         tokenizer.save(asset_dir)
         self.long_texts = tokenizer.long_texts
         self.model = model
+        self.categorical = is_categorical(model)
+        if self.categorical:
+            self.classes = int(model.get_layer("logits").units)
+            if labels is None or len(labels) != self.classes:
+                raise ValueError(f"a network of {self.classes} logits needs {self.classes} labels, got {labels}")
+            if self.long_texts.aggregate != "mean_logit":
+                raise ValueError(f"k labels combine windows by their mean logit, not {self.long_texts.aggregate!r}")
+            # The same layers and weights, stopped before the softmax (for serving_gpu's logits).
+            self.logits_model = keras.Model(model.input, model.get_layer("logits").output)
+            self.labels = tf.constant(list(labels), tf.string)
         try:
             self.fused = FusedLSTM(model, tokenizer.max_length, batch_buckets)
         except UnsupportedModel as exc:
@@ -99,6 +132,9 @@ class SentimentModule(tf.Module):
     @tf.function(input_signature=[TOKEN_IDS_SPEC])
     def serve_ids(self, token_ids: tf.Tensor) -> dict[str, tf.Tensor]:
         if self.fused is not None:
+            if self.categorical:
+                probabilities, logits = self.fused.serve(token_ids)
+                return {"probabilities": probabilities, "logits": logits}
             return {"probability": self.fused.serve(token_ids)}
         with keras_cudnn(False):
             return self.serve_keras(token_ids)
@@ -106,8 +142,11 @@ class SentimentModule(tf.Module):
     @tf.function(input_signature=[TOKEN_IDS_SPEC])
     def explain(self, token_ids: tf.Tensor) -> dict[str, tf.Tensor]:
         """``probability``, ``logit`` and ``contributions`` ``[batch, time]``: gradient × input of each token's word
-        vector (how much, to first order, the token's presence adds to the logit; 0 on padding), from the fused loop."""
+        vector (how much, to first order, the token's presence adds to the logit; 0 on padding), from the fused loop.
+        With k labels: ``probabilities``, ``logits`` ``[batch, k]`` and ``contributions`` ``[batch, time, k]``."""
         probability, logit, contributions = self.fused.serve_explanation(token_ids)
+        if self.categorical:
+            return {"probabilities": probability, "logits": logit, "contributions": contributions}
         return {"probability": probability, "logit": logit, "contributions": contributions}
 
     @tf.function(input_signature=[TOKEN_IDS_SPEC])
@@ -116,6 +155,9 @@ class SentimentModule(tf.Module):
         return self.serve_keras(token_ids)
 
     def serve_keras(self, token_ids: tf.Tensor) -> dict[str, tf.Tensor]:
+        if self.categorical:
+            logits = tf.cast(self.logits_model(token_ids, training=False), tf.float32)
+            return {"probabilities": tf.nn.softmax(logits), "logits": logits}
         probability = self.model(token_ids, training=False)
         return {"probability": tf.reshape(tf.cast(probability, tf.float32), [-1])}
 
@@ -145,6 +187,16 @@ class SentimentModule(tf.Module):
             limit, head, window = self.max_length, self.head_length, self.max_length
         kept = cut_middle(ids, n_tokens, limit, head)
         windows, owner, n_windows = split_windows(kept, window)
+        if self.categorical:
+            scored = self.serve_ids(windows.to_tensor(default_value=tk.PAD_ID))
+            probabilities = combine_window_logits(scored["probabilities"], scored["logits"], owner, n_windows)
+            return {
+                "probabilities": probabilities,
+                "label": tf.gather(self.labels, tf.argmax(probabilities, axis=1, output_type=tf.int32)),
+                "token_ids": kept.to_tensor(default_value=tk.PAD_ID),
+                "n_tokens": n_tokens,
+                "windows": n_windows,
+            }
         p = self.serve_ids(windows.to_tensor(default_value=tk.PAD_ID))["probability"]
         return {
             "probability": combine_windows(p, owner, n_windows, tf.cast(windows.row_lengths(), tf.float32), policy.aggregate),
@@ -207,6 +259,14 @@ def combine_windows(p: tf.Tensor, owner: tf.Tensor, count: tf.Tensor, lengths: t
     return tf.where(count == 1, first, combined)
 
 
+def combine_window_logits(probabilities: tf.Tensor, logits: tf.Tensor, owner: tf.Tensor, count: tf.Tensor) -> tf.Tensor:
+    """k labels: each row's softmax of the mean of its windows' logits ``[rows, k]`` (one window: its probabilities as is)."""
+    rows = tf.shape(count)[0]
+    combined = tf.nn.softmax(tf.math.unsorted_segment_mean(logits, owner, rows))
+    first = tf.gather(probabilities, tf.cumsum(count, exclusive=True))
+    return tf.where((count == 1)[:, None], first, combined)
+
+
 def next_version(model_dir: Path) -> int:
     """TensorFlow Serving versions are integers; a new export takes the next one."""
     versions = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
@@ -224,27 +284,51 @@ def check_agreement(module: SentimentModule, rows: int = 70, seed: int = 0, tole
     for row, length in enumerate(lengths):
         ids[row, :length] = rng.integers(1, module.model.get_layer("embedding").input_dim, size=length)
     with keras_cudnn(False):
-        expected = module.model(ids, training=False).numpy().reshape(-1)
-    served = module.serve_ids(tf.constant(ids))["probability"].numpy()
-    difference = float(np.abs(served - expected).max())
+        expected = module.model(ids, training=False).numpy()
+    outputs = module.serve_ids(tf.constant(ids))
+    if module.categorical:
+        served = outputs["probabilities"].numpy()
+        logits = module.logits_model(ids, training=False).numpy()
+        # Logits are compared relative to their size (they are not bounded as probabilities are).
+        relative = np.abs(outputs["logits"].numpy() - logits) / (1 + np.abs(logits))
+        difference = max(float(np.abs(served - expected).max()), float(relative.max()))
+    else:
+        difference = float(np.abs(outputs["probability"].numpy() - expected.reshape(-1)).max())
     if not difference <= tolerance:
         raise RuntimeError(f"serving graph disagrees with the Keras model by {difference:.2e} (> {tolerance:.0e})")
     return difference
 
 
+def head_metadata(model: keras.Model, metadata: dict) -> dict:
+    """``labels`` (output order) and ``head`` for ``metadata.json``: the labels from ``metadata`` (``labels``, else the
+    two-label ``label_names``), checked against the network's outputs."""
+    labels = list(metadata.get("labels") or metadata.get("label_names") or ())
+    if is_categorical(model):
+        classes, kind = int(model.get_layer("logits").units), "softmax"
+    else:
+        classes, kind = 2, "sigmoid"
+    if len(labels) != classes:
+        raise ValueError(f"a {kind} head of {classes} labels, but the metadata names {labels}")
+    if kind == "sigmoid" and list(metadata.get("label_names", labels)) != labels:
+        raise ValueError(f"label_names {metadata.get('label_names')} and labels {labels} disagree")
+    return {"labels": labels, "head": {"kind": kind, "classes": classes}}
+
+
 def export(model: keras.Model, tokenizer: tk.Tokenizer, destination: Path, metadata: dict) -> Path:
     """Write ``destination`` (``.../<name>/<version>``) atomically: a reader never sees half a model.
 
-    ``metadata`` is written to ``metadata.json`` with the ``serving`` entry added.
+    ``metadata`` is written to ``metadata.json`` with the ``serving`` entry added, and ``labels`` and ``head``
+    (`head_metadata`).
     """
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
     # A copy without the optimizer (clone_model would carry it over): Adam's two moments per weight would triple the artifact.
     inference_model = keras.Model.from_config(model.get_config())
     inference_model.set_weights(model.get_weights())
+    head = head_metadata(inference_model, metadata)
     try:
         with tempfile.TemporaryDirectory() as assets:
-            module = SentimentModule(inference_model, tokenizer, Path(assets))
+            module = SentimentModule(inference_model, tokenizer, Path(assets), labels=head["labels"])
             difference = check_agreement(module)
             log.info("serving graph %s agrees with the Keras model within %.1e", "fused" if module.fused else "Keras", difference)
             with keras_cudnn(True):
@@ -260,6 +344,7 @@ def export(model: keras.Model, tokenizer: tk.Tokenizer, destination: Path, metad
         staging.chmod(0o755)  # mkdtemp makes it private
         metadata = {
             **metadata,
+            **head,
             "serving": module.serving_metadata(),
             "long_texts": module.long_texts.as_metadata(),
             "signature_defs": describe_signatures(staging),

@@ -22,6 +22,7 @@ class Architecture:
     dropout: float = 0.3
     recurrent_dropout: float = 0.0
     pooling: str = "last"  # "last": final LSTM state; "mean": masked mean of every step's output
+    classes: int = 1  # 1: one sigmoid unit (two labels); k >= 3: k logits and their softmax (k labels)
 
 
 def build_model(arch: Architecture, embedding_init: np.ndarray | None = None) -> keras.Model:
@@ -29,6 +30,10 @@ def build_model(arch: Architecture, embedding_init: np.ndarray | None = None) ->
 
     Masking makes a text's score independent of how far its batch is padded,
     which the serving tier relies on when it batches unrelated requests.
+
+    With ``arch.classes = k > 1`` the head is ``Dense(k)`` named ``logits`` then a
+    softmax named ``probabilities``: the logits stay reachable by name, for the
+    serving graph and for training on them.
     """
     ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
     initializer = keras.initializers.Constant(embedding_init) if embedding_init is not None else "uniform"
@@ -42,6 +47,9 @@ def build_model(arch: Architecture, embedding_init: np.ndarray | None = None) ->
     if every_step:
         x = keras.layers.GlobalAveragePooling1D(name="mean_over_time")(x)
     x = keras.layers.Dropout(arch.dropout, name="dropout")(x)
+    if arch.classes > 1:
+        logits = keras.layers.Dense(arch.classes, name="logits")(x)
+        return keras.Model(ids, keras.layers.Activation("softmax", name="probabilities")(logits), name="sentiment_lstm")
     probability = keras.layers.Dense(1, activation="sigmoid", name="probability")(x)
     return keras.Model(ids, probability, name="sentiment_lstm")
 

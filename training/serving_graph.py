@@ -2,7 +2,8 @@
 
 Built from a trained model of `training.model.build_model`'s family
 (``Embedding → LSTM or Bidirectional(LSTM) → mean over steps or final state →
-Dense(1, sigmoid)``; dropout layers are the identity at inference):
+Dense(1, sigmoid)``, or ``→ Dense(k) "logits" → softmax`` for k labels; dropout
+layers are the identity at inference):
 
 * **Folded input projection.** A step's input term ``E[id] @ W_in + b`` depends
   on the token id alone, so it is precomputed for the whole vocabulary: one gate
@@ -36,6 +37,14 @@ CPU, measured; automatic differentiation of the loop cost 80 times). Chosen
 over the additive split of the mean-pooled logit (free, but far less faithful
 to what deleting a word does: `training.explanations` measures both against
 occlusion).
+
+**k labels** (a ``logits`` layer of k units, then softmax: `training.model`
+with ``classes=k``): the same loop; the head gives k logits and their softmax,
+and the backward pass runs for every class at once, the class folded into the
+batch axis (rows ``k × B``), so each class's logit gets its own gradient × input
+(``[batch, width, k]``) for about k times the backward work. The one-logit
+(sigmoid) graph is built by the same code with no class axis at all: its ops,
+and so its numbers, are those of the versions before k labels.
 """
 
 from __future__ import annotations
@@ -110,11 +119,17 @@ class FusedLSTM(tf.Module):
         self.gate_tables = tf.Variable(np.stack(tables), trainable=False, name="gate_tables")  # [D, vocab, 4u]
         self.recurrent_kernels = tf.Variable(np.stack(recurrent_kernels), trainable=False, name="recurrent_kernels")  # [D, u, 4u]
         self.input_biases = tf.Variable(np.stack(biases), trainable=False, name="input_biases")  # [D, 4u]: the b in the tables
-        dense_kernel, dense_bias = model.get_layer("probability").get_weights()
-        self.dense_kernel = tf.Variable(dense_kernel.astype(np.float32), trainable=False, name="dense_kernel")  # [D*u, 1]
+        logits = _layer_or_none(model, "logits")
+        if logits is not None and getattr(_layer_or_none(model, "probabilities"), "activation", None) is not keras.activations.softmax:
+            raise UnsupportedModel("a 'logits' layer must be followed by a softmax layer named 'probabilities'")
+        # One sigmoid unit ("probability"), or k logits and their softmax ("logits" → "probabilities").
+        self.categorical = logits is not None
+        dense_kernel, dense_bias = (logits or model.get_layer("probability")).get_weights()
+        self.dense_kernel = tf.Variable(dense_kernel.astype(np.float32), trainable=False, name="dense_kernel")  # [D*u, 1 or k]
         self.dense_bias = tf.Variable(dense_bias.astype(np.float32), trainable=False, name="dense_bias")
-        self.compiled = tf.function(self.probability, input_signature=[TOKEN_IDS_SPEC], jit_compile=True)
-        self.plain = tf.function(self.probability, input_signature=[TOKEN_IDS_SPEC])
+        forward = self.probabilities if self.categorical else self.probability
+        self.compiled = tf.function(forward, input_signature=[TOKEN_IDS_SPEC], jit_compile=True)
+        self.plain = tf.function(forward, input_signature=[TOKEN_IDS_SPEC])
         self.compiled_explanation = tf.function(self.explanation, input_signature=[TOKEN_IDS_SPEC], jit_compile=True)
         self.plain_explanation = tf.function(self.explanation, input_signature=[TOKEN_IDS_SPEC])
 
@@ -122,13 +137,24 @@ class FusedLSTM(tf.Module):
     def directions(self) -> int:
         return int(self.gate_tables.shape[0])
 
+    @property
+    def classes(self) -> int:
+        """How many logits the head has: 1 (sigmoid) or k (softmax)."""
+        return int(self.dense_kernel.shape[1])
+
     def probability(self, token_ids: tf.Tensor) -> tf.Tensor:
-        """P(positive) ``[batch]`` of right-padded ids ``[batch, width]``; the body of `compiled` and `plain`."""
+        """P(positive) ``[batch]`` of right-padded ids ``[batch, width]``; the body of `compiled` and `plain` (one logit)."""
         return tf.sigmoid(self._logit(token_ids))
+
+    def probabilities(self, token_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Softmax ``[batch, k]`` and logits ``[batch, k]``; the body of `compiled` and `plain` (k logits)."""
+        logits = self._logit(token_ids)
+        return tf.nn.softmax(logits), logits
 
     def explanation(self, token_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """P(positive) ``[batch]``, the logit ``[batch]``, and gradient × input of each position's word vector
-        ``[batch, width]`` (0 on padding).
+        ``[batch, width]`` (0 on padding). With k logits: softmax and logits ``[batch, k]``, and each class's
+        gradient × input ``[batch, width, k]``.
 
         The backward pass is written out (`_backward`) rather than left to automatic differentiation: the
         gradient of the loop's per-step gathers would add a tensor the size of the whole input at every step
@@ -138,13 +164,15 @@ class FusedLSTM(tf.Module):
         counts = tf.reduce_sum(tf.cast(token_ids != 0, tf.int32), axis=1)
         pooled, last_state, _, trace = self._run(token_ids, keep_trace=True)
         logit = self._head(pooled, last_state, counts)
-        return tf.sigmoid(logit), logit, self._backward(token_ids, counts, trace)
+        probability = tf.nn.softmax(logit) if self.categorical else tf.sigmoid(logit)
+        return probability, logit, self._backward(token_ids, counts, trace)
 
     def _head(self, pooled: tf.Tensor, last_state: tf.Tensor, counts: tf.Tensor) -> tf.Tensor:
-        """The logit from the loop's outputs: masked mean (or final state), then the dense unit."""
+        """The logit ``[batch]`` (or logits ``[batch, k]``) from the loop's outputs: masked mean (or final state), then the dense layer."""
         per_direction = pooled / tf.cast(tf.maximum(counts, 1), tf.float32)[None, :, None] if self.mean_pooling else last_state
         features = tf.reshape(tf.transpose(per_direction, [1, 0, 2]), [-1, self.directions * self.units])  # Keras' concat order
-        return (tf.matmul(features, self.dense_kernel) + self.dense_bias)[:, 0]
+        logits = tf.matmul(features, self.dense_kernel) + self.dense_bias
+        return logits if self.categorical else logits[:, 0]
 
     def _logit(self, token_ids: tf.Tensor) -> tf.Tensor:
         pooled, last_state, counts = self._run(token_ids)[:3]
@@ -157,17 +185,40 @@ class FusedLSTM(tf.Module):
         ``dc = dh·o·(1 - tanh²c) + dc_next``, ``dz = [dc·g·i(1-i), dc·c_prev·f(1-f), dc·i·(1-g²), dh·tanh c·o(1-o)]``,
         ``dh_prev = dz @ Rᵀ``, ``dc_prev = dc·f``; on a padding step the gradients pass through unchanged.
         The logit adds ``w_d / length`` to every valid output (mean pooling), or ``w_d`` to the final state.
+
+        With k logits the rows are ``k × B`` (class-major: row ``c·B + b`` is class c of text b), each step's
+        trace repeated for every class, and the result ``[B, width, k]``; with one logit there is no class axis.
         """
         batch, width = tf.shape(ids)[0], tf.shape(ids)[1]
-        weights = tf.reshape(self.dense_kernel[:, 0], [self.directions, 1, self.units])  # [D, 1, u]
-        per_output = weights / tf.cast(tf.maximum(counts, 1), tf.float32)[None, :, None] if self.mean_pooling else tf.zeros_like(weights)
-        final = tf.zeros_like(weights) if self.mean_pooling else weights
+        if self.categorical:
+            k = self.classes
+            # The dense kernel [D·u, k] (Keras' concat order) as each direction's weights of each class: [D, k, 1, u].
+            weights = tf.transpose(tf.reshape(self.dense_kernel, [self.directions, self.units, k]), [0, 2, 1])[:, :, None, :]
+            lengths = tf.cast(tf.maximum(counts, 1), tf.float32)[None, None, :, None]
+            every_row = tf.zeros([self.directions, k, batch, self.units])
+            per_output = tf.reshape(every_row + (weights / lengths if self.mean_pooling else 0.0), [self.directions, k * batch, self.units])
+            final = tf.reshape(every_row + (0.0 if self.mean_pooling else weights), [self.directions, k * batch, self.units])
+            n_rows = k * batch
+        else:
+            weights = tf.reshape(self.dense_kernel[:, 0], [self.directions, 1, self.units])  # [D, 1, u]
+            lengths = tf.cast(tf.maximum(counts, 1), tf.float32)[None, :, None]
+            per_output = weights / lengths if self.mean_pooling else tf.zeros_like(weights)
+            final = tf.zeros_like(weights) if self.mean_pooling else weights
+            n_rows = batch
+
+        def per_class(tensor: tf.Tensor) -> tf.Tensor:
+            """A step's ``[D, B, ...]`` trace repeated for every class: ``[D, k·B, ...]`` (as it is with one logit)."""
+            if not self.categorical:
+                return tensor
+            return tf.tile(tensor, [1, self.classes] + [1] * (tensor.shape.rank - 2))
+
         transposed = tf.transpose(self.recurrent_kernels, [0, 2, 1])  # [D, 4u, u]
-        rows = tf.tile(tf.range(batch)[None, :], [self.directions, 1])  # [D, B]
-        zeros = tf.zeros([self.directions, batch, self.units])
+        rows = tf.tile(tf.range(n_rows)[None, :], [self.directions, 1])  # [D, B] (or [D, k·B])
+        zeros = tf.zeros([self.directions, n_rows, self.units])
 
         def body(t, dh, dc, contributions):
-            z, c_prev, positions, valid = trace.z.read(t), trace.c_prev.read(t), trace.positions.read(t), trace.valid.read(t)
+            positions = trace.positions.read(t)
+            z, c_prev, valid = per_class(trace.z.read(t)), per_class(trace.c_prev.read(t)), per_class(trace.valid.read(t))
             # Recomputing the activations costs less than storing them (measured: memory traffic dominates).
             i, f, g, o = tf.split(z, 4, axis=-1)
             i, f, g, o = tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
@@ -179,17 +230,20 @@ class FusedLSTM(tf.Module):
                 [dc_cell * g * i * (1 - i), dc_cell * c_prev * f * (1 - f), dc_cell * i * (1 - g * g), dh_out * tanh_c * o * (1 - o)], -1
             )
             step_ids = tf.transpose(tf.gather(ids, tf.transpose(positions), batch_dims=1))
-            x = tf.gather(self.gate_tables, step_ids, batch_dims=1) - self.input_biases[:, None, :]  # e @ W_in
+            x = per_class(tf.gather(self.gate_tables, step_ids, batch_dims=1) - self.input_biases[:, None, :])  # e @ W_in
             value = tf.where(valid, tf.reduce_sum(dz * x, axis=-1), 0.0)  # [D, B]
             contributions = tf.tensor_scatter_nd_add(
-                contributions, tf.reshape(tf.stack([rows, positions], -1), [-1, 2]), tf.reshape(value, [-1])
+                contributions, tf.reshape(tf.stack([rows, per_class(positions)], -1), [-1, 2]), tf.reshape(value, [-1])
             )
             dh = tf.where(keep, tf.matmul(dz, transposed), dh)
             dc = tf.where(keep, dc_cell * f, dc)
             return t - 1, dh, dc, contributions
 
-        start = (trace.steps - 1, final + zeros, zeros, tf.zeros([batch, width]))
-        return tf.while_loop(lambda t, *_: t >= 0, body, start, maximum_iterations=width)[3]
+        start = (trace.steps - 1, final + zeros, zeros, tf.zeros([n_rows, width]))
+        contributions = tf.while_loop(lambda t, *_: t >= 0, body, start, maximum_iterations=width)[3]
+        if self.categorical:  # [k·B, width] → [B, width, k]
+            return tf.transpose(tf.reshape(contributions, [self.classes, batch, width]), [1, 2, 0])
+        return contributions
 
     def _run(self, ids: tf.Tensor, keep_trace: bool = False):
         """The loop: sum of valid outputs ``[D, B, u]``, final outputs ``[D, B, u]``, tokens per row ``[B]``, and
@@ -226,12 +280,14 @@ class FusedLSTM(tf.Module):
         )
         return pooled, h, counts, (_Trace(*arrays, steps) if keep_trace else None)
 
-    def serve(self, token_ids: tf.Tensor) -> tf.Tensor:
-        """`probability` with the inputs padded to the bounded set of shapes `compiled` is called with."""
+    def serve(self, token_ids: tf.Tensor):
+        """`probability` (or `probabilities`: softmax and logits) with the inputs padded to the bounded set of
+        shapes `compiled` is called with."""
         return self._padded(token_ids, self.compiled, self.plain)
 
     def serve_explanation(self, token_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """`explanation` likewise: probabilities and logits ``[batch]``, contributions ``[batch, width]`` of the ids as given."""
+        """`explanation` likewise: probabilities and logits ``[batch]``, contributions ``[batch, width]`` of the ids as given
+        (``[batch, k]`` and ``[batch, width, k]`` with k logits)."""
         probability, logit, contributions = self._padded(token_ids, self.compiled_explanation, self.plain_explanation)
         return probability, logit, contributions[:, : tf.shape(token_ids)[1]]
 
