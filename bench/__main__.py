@@ -136,6 +136,7 @@ class Design:
     processes: list[subprocess.Popen] = field(default_factory=list)
     ready: Callable[[], None] = lambda: None
     cleanup: Callable[[], None] = lambda: None
+    api_key: str | None = None  # sent as `Authorization: Bearer` when the design asks for keys
 
     def roles(self) -> dict[int, str]:
         roles: dict[int, str] = {}
@@ -159,14 +160,14 @@ def measure(design: Design, args) -> dict:
     """One ``wrk`` run, plus the CPU milliseconds per request of each of the design's processes."""
     roles = design.roles()
     before = cpu_seconds(roles)
-    result = run_wrk(design.port, args.connections, args.seconds, design.bodies, args.wrk_threads)
+    result = run_wrk(design.port, args.connections, args.seconds, design.bodies, args.wrk_threads, design.api_key)
     after = cpu_seconds(roles)
     requests = max(result["requests"], 1)
     result["cpu_ms"] = {role: 1000 * (after.get(role, 0.0) - used) / requests for role, used in before.items()}
     return result
 
 
-def run_wrk(port: int, connections: int, seconds: int, bodies: Path, threads: int) -> dict:
+def run_wrk(port: int, connections: int, seconds: int, bodies: Path, threads: int, api_key: str | None = None) -> dict:
     command = [
         "wrk",
         f"-t{threads}",
@@ -178,7 +179,8 @@ def run_wrk(port: int, connections: int, seconds: int, bodies: Path, threads: in
         str(WRK_SCRIPT),
         f"http://127.0.0.1:{port}",
     ]
-    result = subprocess.run(command, env={**os.environ, "BODIES_FILE": str(bodies)}, capture_output=True, text=True, check=True)
+    env = {**os.environ, "BODIES_FILE": str(bodies), **({"API_KEY": api_key} if api_key else {})}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     seconds_run = summary["duration_us"] / 1e6
     return {
@@ -232,6 +234,43 @@ MODEL_CONFIGS = [
 ]
 
 
+def key_check_alone(calls: int = 5000) -> dict:
+    """What access control costs the API process per request, alone, in CPU microseconds: reading and checking the key
+    (in process), and charging its token bucket inside the enqueue's script (a charged enqueue against a plain one:
+    the same round trip, a longer script); beside it, what a round trip of its own would cost (the bucket's script
+    alone)."""
+    from service.keys import ApiKeys, KeyFile, parse_presented
+    from service.queue import RequestQueue, connect
+    from service.rate_limit import Charge, RateLimiter
+
+    work = Path(tempfile.mkdtemp(prefix="sentiment-bench-keys-"))
+    records, _, key = KeyFile().create("bench", ("predict",), 1e6, None)
+    records.save(work / "keys.json")
+    keys = ApiKeys(work / "keys.json")
+    header = f"Bearer {key}"
+
+    def cpu_us(call: Callable[[], object]) -> float:
+        call()
+        started = time.process_time()
+        for _ in range(calls):
+            call()
+        return (time.process_time() - started) / calls * 1e6
+
+    out = {"key_check_us": cpu_us(lambda: keys.authenticate(parse_presented(header, None).key))}
+    charge = Charge("bench", 1e9, 1_000_000_000)
+    sequence = [[5] * 200]
+    with EmbeddedRedis() as redis:
+        connection = connect(redis.url, 1.0)
+        queue = RequestQueue(connection, "bench", "sentiment", 1)
+        plain = cpu_us(lambda: queue.enqueue(os.urandom(8).hex(), sequence, 0, 10**9, "api"))
+        charged = cpu_us(lambda: queue.enqueue_charged(charge, os.urandom(8).hex(), sequence, 0, 10**9, "api"))
+        limiter = RateLimiter(connection, "bench")
+        out["bucket_charged_us"] = charged - plain
+        out["bucket_own_trip_us"] = cpu_us(lambda: limiter.take(charge))
+    shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
 def spawn(command: list[str], env: dict[str, str], log) -> subprocess.Popen:
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
 
@@ -275,6 +314,8 @@ def start_designs(args, work: Path, texts: list[str], log) -> list[Design]:
         configured.ready = lambda d=configured: wait_ready(f"http://127.0.0.1:{d.port}/readyz")
         designs.append(configured)
 
+    designs.append(start_with_keys(work, predict_bodies, env, log))
+
     head_tail = Design("head_tail", "this service, long texts read head + tail only", free_port(), predict_bodies)
     head_tail_env = {**env, "PORT": str(head_tail.port), "SENTIMENT_LONG_TEXT_POLICY": "head_tail", "SENTIMENT_WORKER_METRICS_PORT": "0"}
     head_tail.processes.append(spawn([python, "-m", "service.launcher"], head_tail_env, log))
@@ -303,6 +344,26 @@ def start_designs(args, work: Path, texts: list[str], log) -> list[Design]:
     if "bentoml" in args.peers:
         designs.append(start_bentoml(args, work, texts, env, log))
     return designs
+
+
+def start_with_keys(work: Path, bodies: Path, env: dict[str, str], log) -> Design:
+    """This service with API keys on: every request's key checked and its token bucket taken in Redis (a rate no
+    request reaches, so that every request pays the check and none is refused)."""
+    keys = work / "api-keys.json"
+    created = subprocess.run(
+        [sys.executable, "-m", "service.keys", "create", "bench", "--file", str(keys), "--rate-per-s", "1000000"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    design = Design("auth", "this service, API keys on (key + rate limit per request)", free_port(), bodies)
+    design.api_key = created.stdout.splitlines()[-1]
+    auth_env = {**env, "PORT": str(design.port), "SENTIMENT_AUTH": "api_keys", "SENTIMENT_API_KEYS_FILE": str(keys)}
+    auth_env["SENTIMENT_WORKER_METRICS_PORT"] = "0"
+    design.processes.append(spawn([sys.executable, "-m", "service.launcher"], auth_env, log))
+    design.ready = lambda: wait_ready(f"http://127.0.0.1:{design.port}/readyz")
+    return design
 
 
 def start_bentoml(args, work: Path, texts: list[str], env: dict[str, str], log) -> Design:
@@ -349,6 +410,7 @@ def main() -> int:
 
     texts = load_reviews(args.data, args.reviews, seed=0)
     alone = model_alone(texts)
+    alone.update(key_check_alone())
     work = Path(tempfile.mkdtemp(prefix="sentiment-bench-"))
     log = open(work / "servers.log", "wb")  # noqa: SIM115 - closed in finally
     started: list[Design] = []
@@ -360,7 +422,7 @@ def main() -> int:
         for design in designs:
             design.ready()
         for design in designs:  # warm every design up
-            run_wrk(design.port, args.connections, 5, design.bodies, args.wrk_threads)
+            run_wrk(design.port, args.connections, 5, design.bodies, args.wrk_threads, design.api_key)
         results: dict[str, list[dict]] = {d.name: [] for d in designs}
         for _ in range(args.rounds):
             for design in designs:
@@ -417,6 +479,7 @@ def report(results: dict[str, list[dict]], labels: dict[str, str], alone: dict, 
         f"- service (long texts in windows) / head + tail: {ratio('service', 'head_tail')}",
         f"- service with a one-version model config / without: {ratio('config', 'service')}",
         f"- canary 10 % + shadow 50 % / one version: {ratio('canary_shadow', 'config')}",
+        f"- API keys on / off: {ratio('auth', 'service')}",
         "",
         "CPU per request (ms, median of rounds; the load generator's own CPU is not counted):",
         "",
@@ -426,10 +489,15 @@ def report(results: dict[str, list[dict]], labels: dict[str, str], alone: dict, 
     for name in results:
         cells = " | ".join(f"{cpu(name, role):.2f}" if cpu(name, role) else "-" for role in ROLES)
         lines.append(f"| {labels[name]} | {cells} | {sum(cpu(name, role) for role in ROLES):.2f} |")
-    for name, base, what in (("config", "service", "A one-version model config"), ("canary_shadow", "config", "A canary and a shadow")):
+    for name, base, what in (
+        ("config", "service", "A one-version model config"),
+        ("canary_shadow", "config", "A canary and a shadow"),
+        ("auth", "service", "API keys (a key and its token bucket checked per request)"),
+    ):
         if name in results and base in results:
             extra = sum(cpu(name, role) for role in ROLES) - sum(cpu(base, role) for role in ROLES)
-            lines += ["", f"{what} costs {extra:+.2f} ms of CPU per request ({labels[name]} against {labels[base]})."]
+            parts = ", ".join(f"{role} {cpu(name, role) - cpu(base, role):+.3f}" for role in ROLES)
+            lines += ["", f"{what} costs {extra:+.2f} ms of CPU per request ({parts}; {labels[name]} against {labels[base]})."]
     if "service" in results and "explain" in results:
         total = {name: sum(cpu(name, role) for role in ROLES) for name in ("service", "explain")}
         lines += ["", f"Explanations cost {total['explain'] / total['service']:.2f}x the CPU of a plain prediction per request."]
@@ -447,6 +515,11 @@ def report(results: dict[str, list[dict]], labels: dict[str, str], alone: dict, 
         f"CPU per review {alone['cpu_ms_per_review_batch_1']:.2f} ms at batch 1, "
         f"{alone['cpu_ms_per_review_batch_128']:.2f} ms at batch 128; "
         f"tokenizer: {alone['encode_us_per_review']:.0f} us per review.",
+        "",
+        f"API keys alone (API process CPU per request): reading and checking the key {alone['key_check_us']:.1f} us; "
+        f"charging its token bucket in the enqueue's round trip {alone['bucket_charged_us']:+.1f} us "
+        f"(in a round trip of its own it would cost {alone['bucket_own_trip_us']:.1f} us); "
+        f"together {(alone['key_check_us'] + alone['bucket_charged_us']) / 1000:.3f} ms.",
     ]
     return "\n".join(lines)
 

@@ -17,6 +17,8 @@ function init(args)
   statuses = {}
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
+  local key = os.getenv("API_KEY")
+  if key then wrk.headers["Authorization"] = "Bearer " .. key end
 end
 
 function request()

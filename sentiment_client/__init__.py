@@ -9,10 +9,12 @@ From a shell: ``python -m sentiment_client "text" ...`` (``--help`` says more).
 
 from sentiment_client.client import SentimentClient
 from sentiment_client.errors import (
+    AuthenticationError,
     BadRequestError,
     DeadlineExceededError,
     OverloadedError,
     PayloadTooLargeError,
+    PermissionDeniedError,
     SentimentError,
     TransportError,
     UnavailableError,
@@ -22,6 +24,7 @@ from sentiment_client.splitting import FALLBACK_MAX_TEXTS, Limits
 
 __all__ = [
     "FALLBACK_MAX_TEXTS",
+    "AuthenticationError",
     "BadRequestError",
     "DeadlineExceededError",
     "Explanation",
@@ -29,6 +32,7 @@ __all__ = [
     "ModelRef",
     "OverloadedError",
     "PayloadTooLargeError",
+    "PermissionDeniedError",
     "Prediction",
     "SentimentClient",
     "SentimentError",

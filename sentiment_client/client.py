@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import random
 import re
 import ssl
@@ -53,7 +54,8 @@ class SentimentClient:
     Lists longer than the server's ``max_texts_per_request`` (read once from
     ``GET /model``, or given here) or its body limit are sent as several requests
     in parallel, on up to ``max_workers`` threads; the results keep the input order.
-    ``sleep``, ``clock`` and ``rng`` are the time and randomness the retry policy
+    ``api_key`` (default: ``$SENTIMENT_API_KEY``) is sent as ``Authorization: Bearer``
+    when the service asks for keys. ``sleep``, ``clock`` and ``rng`` are the time and randomness the retry policy
     uses (tests pass their own to watch the waits).
     """
 
@@ -68,6 +70,7 @@ class SentimentClient:
         backoff_base_s: float = 0.1,
         backoff_max_s: float = 2.0,
         ssl_context: ssl.SSLContext | None = None,
+        api_key: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
@@ -85,6 +88,10 @@ class SentimentClient:
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self._transport = Transport(self.url, ssl_context)
+        api_key = api_key if api_key is not None else os.environ.get("SENTIMENT_API_KEY") or None
+        if api_key is not None and (not api_key.isascii() or not api_key.isprintable() or " " in api_key):
+            raise ValueError("api_key must be printable ASCII without spaces")
+        self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
@@ -215,7 +222,7 @@ class SentimentClient:
 
     def _call(self, method: str, path: str, body: bytes | None, request_id: str, deadline: float) -> Response:
         """One request until a 200, sent again after retryable failures while retries and time are left."""
-        headers = {"Accept": "application/json", "User-Agent": _USER_AGENT, "X-Request-ID": request_id}
+        headers = {"Accept": "application/json", "User-Agent": _USER_AGENT, "X-Request-ID": request_id, **self._auth}
         if body is not None:
             headers["Content-Type"] = "application/json"
         attempt = 0
@@ -263,7 +270,7 @@ class SentimentClient:
             if self._limits is not None:
                 return self._limits
         remaining = deadline - self._clock()
-        headers = {"Accept": "application/json", "User-Agent": _USER_AGENT}
+        headers = {"Accept": "application/json", "User-Agent": _USER_AGENT, **self._auth}
         try:
             response = self._transport.request("GET", "/model", None, headers, max(_MIN_ATTEMPT_S, min(1.0, remaining / 4)))
         except (OSError, http.client.HTTPException):

@@ -61,6 +61,14 @@ class PayloadTooLargeError(SentimentError):
     """413: too many texts, a text over the character limit, or a body over the byte limit."""
 
 
+class AuthenticationError(SentimentError):
+    """401: no API key, or not one in force (unknown or revoked). Not retried: pass ``api_key=`` or set ``SENTIMENT_API_KEY``."""
+
+
+class PermissionDeniedError(SentimentError):
+    """403: the API key lacks a scope the request needs (``explain`` for explanations). Not retried."""
+
+
 class OverloadedError(SentimentError):
     """503 ``overloaded`` (the service's queue is full) or 429 (a rate limit): retried, raised once retries run out."""
 
@@ -82,6 +90,10 @@ def error_from_response(status: int, body: bytes, request_id: str | None, retry_
     code, message = _code_and_message(status, body)
     if status == 400:
         cls = BadRequestError
+    elif status == 401:
+        cls = AuthenticationError
+    elif status == 403:
+        cls = PermissionDeniedError
     elif status == 413:
         cls = PayloadTooLargeError
     elif status == 429 or (status == 503 and code == "overloaded"):

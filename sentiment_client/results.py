@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 _KNOWN = ("label", "score", "truncated", "tokens")
-_OPTIONAL = ("windows", "explanation")
+_OPTIONAL = ("windows", "explanation", "scores")
 
 
 class InvalidPayload(ValueError):
@@ -58,9 +58,9 @@ class Prediction:
     """
 
     label: str
-    """``positive`` or ``negative`` (the model's label names)."""
+    """The chosen label, one of the model's labels (``positive`` or ``negative`` for the movie model)."""
     score: float
-    """P(positive)."""
+    """Binary models: P(positive), as always. Categorical models: the probability of ``label``."""
     truncated: bool
     """The text was longer than the model's token limit and lost its middle."""
     tokens: int
@@ -73,10 +73,14 @@ class Prediction:
     """Fields of the prediction this client does not know, as the service sent them."""
     model: ModelRef | None = None
     request_id: str | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    """Every label's probability (``{label: p}``); empty from a service that predates it."""
 
     def to_dict(self) -> dict[str, Any]:
         """The prediction as the service sent it (known fields and ``extra``)."""
         out = {"label": self.label, "score": self.score, "truncated": self.truncated, "tokens": self.tokens, "windows": self.windows}
+        if self.scores:
+            out["scores"] = dict(self.scores)
         if self.explanation is not None:
             out["explanation"] = {
                 "method": self.explanation.method,
@@ -122,8 +126,18 @@ def _prediction(index: int, item: Any, model: ModelRef | None, request_id: str |
     if not isinstance(windows, int) or isinstance(windows, bool):
         raise InvalidPayload(f"predictions[{index}] has an invalid windows count")
     explanation = _explanation(index, item["explanation"]) if item.get("explanation") is not None else None
+    scores = _scores(index, item.get("scores", {}))
     extra = {key: value for key, value in item.items() if key not in _KNOWN + _OPTIONAL}
-    return Prediction(label, float(score), truncated, tokens, windows, explanation, extra, model, request_id)
+    return Prediction(label, float(score), truncated, tokens, windows, explanation, extra, model, request_id, scores)
+
+
+def _scores(index: int, value: Any) -> dict[str, float]:
+    valid = isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(p, int | float) and not isinstance(p, bool) for k, p in value.items()
+    )
+    if not valid:
+        raise InvalidPayload(f"predictions[{index}] has invalid scores")
+    return {k: float(p) for k, p in value.items()}
 
 
 def _explanation(index: int, value: Any) -> Explanation:

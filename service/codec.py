@@ -16,9 +16,12 @@ A request is one stream entry (a sequence is a text, or one window of a long one
 
 An answer is one item of a result list: ``<key>|P<float32 values>`` or
 ``<key>|E<UTF-8 message>`` (the worker could not score it). The values are
-every sequence's probability, in order; for an explain request they go on
-with every sequence's logit, then every sequence's per-token contributions to
-its logit, concatenated (`Answer`; the reader knows the sequences' lengths).
+every sequence's outputs, in order: its probability (a two-label model), or
+its k probabilities in the order of the version's labels (a k-label model);
+for an explain request they go on with every sequence's logit (or k logits),
+then every sequence's per-token contributions to it (to each of the k, token
+by token), concatenated (`Answer`; the reader knows the sequences' lengths and
+the version's k).
 """
 
 from __future__ import annotations
@@ -85,15 +88,26 @@ def decode_request(entry_id: str, fields: dict[bytes, bytes]) -> QueuedRequest:
 
 @dataclass
 class Answer:
-    """What a worker answers for one request's sequences: probabilities, and for explanations logits and weights."""
+    """What a worker answers for one request's sequences: probabilities, and for explanations logits and weights.
+
+    With ``classes`` k > 1 (a k-label model) every sequence has k probabilities and k logits, one after the
+    other, and each token k contributions (``[token][class]``, flattened): row ``i`` of ``probabilities`` is
+    ``probabilities[i * k : (i + 1) * k]``.
+    """
 
     probabilities: list[float]
     logits: list[float] | None = None
-    contributions: list[Sequence[float]] | None = None  # one row per sequence: each token's contribution to the logit
+    contributions: list[Sequence[float]] | None = None  # one row per sequence: each token's contribution to the logit(s)
+    classes: int = 1
 
     @property
     def explained(self) -> bool:
         return self.logits is not None
+
+    def rows(self, values: Sequence[float]) -> list[Sequence[float]]:
+        """``probabilities`` or ``logits`` as one row of k values per sequence."""
+        k = self.classes
+        return [values[i : i + k] for i in range(0, len(values), k)]
 
 
 def encode_answer(key: str, answer: Answer | str) -> bytes:
@@ -115,16 +129,19 @@ def decode_answer(item: bytes) -> tuple[str, array | WorkerError]:
     return key, unpack(body, "f")
 
 
-def read_answer(values: Sequence[float], lengths: Sequence[int], explain: bool) -> Answer:
-    """The `Answer` to a request whose sequences have ``lengths`` tokens (ValueError if the values do not fit)."""
-    n = len(lengths)
-    expected = n + (n + sum(lengths) if explain else 0)
+def read_answer(values: Sequence[float], lengths: Sequence[int], explain: bool, classes: int = 1) -> Answer:
+    """The `Answer` to a request whose sequences have ``lengths`` tokens, from a version with ``classes`` outputs per
+    sequence (ValueError if the values do not fit)."""
+    n, k = len(lengths) * classes, classes
+    expected = n + (n + sum(lengths) * k if explain else 0)
     if len(values) != expected:
-        raise ValueError(f"an answer of {len(values)} values for {n} sequences of {sum(lengths)} tokens (explain: {explain})")
+        raise ValueError(
+            f"an answer of {len(values)} values for {len(lengths)} sequences of {sum(lengths)} tokens (explain: {explain}, k: {k})"
+        )
     if not explain:
-        return Answer(list(values))
+        return Answer(list(values), classes=k)
     contributions, start = [], 2 * n
     for length in lengths:
-        contributions.append(values[start : start + length])
-        start += length
-    return Answer(list(values[:n]), list(values[n : 2 * n]), contributions)
+        contributions.append(values[start : start + length * k])
+        start += length * k
+    return Answer(list(values[:n]), list(values[n : 2 * n]), contributions, k)

@@ -6,6 +6,7 @@ naming the variable, instead of failing later on the first request.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from pathlib import Path
@@ -110,6 +111,18 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     """Interface the API and the workers' metrics bind to; the API's port comes from ``PORT`` (default 8000)."""
 
+    auth: Literal["off", "api_keys"] = "off"
+    """``api_keys``: every inference and model route needs a key of ``SENTIMENT_API_KEYS_FILE`` (``Authorization:
+    Bearer`` or ``X-API-Key``), with its scopes and rate limit; ``off``: anyone who reaches the port, so the API then
+    binds only to loopback unless ``SENTIMENT_ALLOW_ANONYMOUS=1`` (docs/security.md)."""
+
+    api_keys_file: Path | None = None
+    """The key file (``python -m service.keys``), re-read within 2 s of a change; on Kubernetes a mounted Secret."""
+
+    allow_anonymous: bool = False
+    """With ``SENTIMENT_AUTH=off``, let the API bind to an interface other than loopback: anyone reaching it may
+    score as much as they like. Meant for a service behind a gateway that checks callers itself."""
+
     api_processes: int = Field(2, ge=1)
     """gunicorn worker processes of the API."""
 
@@ -155,11 +168,32 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.heartbeat_ttl_s <= self.heartbeat_interval_s:
             raise ValueError("heartbeat_ttl_s must be longer than heartbeat_interval_s")
+        if self.auth == "api_keys" and self.api_keys_file is None:
+            raise ValueError("SENTIMENT_AUTH=api_keys needs SENTIMENT_API_KEYS_FILE (python -m service.keys create ...)")
         return self
+
+    def anonymous_public_bind(self) -> str | None:
+        """Why the API must not start as configured (no key asked for, on an interface others reach), or None."""
+        if self.auth != "off" or self.allow_anonymous or _is_loopback(self.host):
+            return None
+        return (
+            f"refusing to serve without API keys on {self.host}, an interface other than loopback: set SENTIMENT_AUTH=api_keys "
+            "and SENTIMENT_API_KEYS_FILE (python -m service.keys create NAME --file F), or SENTIMENT_ALLOW_ANONYMOUS=1 if "
+            "a gateway in front checks callers"
+        )
 
     @property
     def model_dir(self) -> Path:
         return self.model_store / self.model_name
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
 
 
 def load_settings(**overrides) -> Settings:

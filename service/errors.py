@@ -54,3 +54,24 @@ class Unavailable(ServiceError):
 class DeadlineExceeded(ServiceError):
     status = 504
     code = "deadline_exceeded"
+
+
+class Unauthorized(ServiceError):
+    """No key, or not a key in force: ``WWW-Authenticate: Bearer`` says how to present one (RFC 6750)."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(ServiceError):
+    """A key in force without the scope the request needs."""
+
+    status = 403
+    code = "forbidden"
+
+
+class RateLimited(ServiceError):
+    """A key over its rate: ``Retry-After`` and the ``RateLimit`` headers say when it may send again."""
+
+    status = 429
+    code = "rate_limited"

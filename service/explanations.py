@@ -44,3 +44,18 @@ def explain_texts(tokenizer: Tokenizer, texts: Sequence[str], encoded: Sequence[
                 tokens.append({"token": token, "start": start, "end": end, "weight": round(weight / k, 6) if read else None, "read": read})
         explanations.append({"method": METHOD, "logit": round(logit, 6), "tokens": tokens})
     return explanations
+
+
+def explained_outputs(answer: Answer, encoded: Sequence[Encoded], outputs: Sequence[int]) -> Answer:
+    """The answer as `explain_texts` reads it: for each text, the logit and the per-token weights of one output
+    (``outputs[i]``: the text's label's, for a k-label version; a two-label version's one output as it is)."""
+    k = answer.classes
+    if k == 1:
+        return answer
+    logits, contributions, sequence = [], [], 0
+    for e, chosen in zip(encoded, outputs, strict=True):
+        for _ in e.windows:
+            logits.append(answer.logits[sequence * k + chosen])
+            contributions.append(answer.contributions[sequence][chosen::k])
+            sequence += 1
+    return Answer(answer.probabilities, logits, contributions, k)

@@ -14,6 +14,8 @@ import tempfile
 from service.config import load_settings
 
 _settings = load_settings()
+if refusal := _settings.anonymous_public_bind():  # gunicorn exits with this message and status 1
+    raise SystemExit(refusal)
 
 # prometheus-client's multiprocess mode: every process writes its metrics here.
 # Set before prometheus_client is imported anywhere: it picks its mode at import.

@@ -166,6 +166,8 @@ class Launcher:
 def main() -> int:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    if refusal := settings.anonymous_public_bind():
+        sys.exit(f"error: {refusal}")
     try:
         port = int(os.environ.get("PORT", "8000"))
     except ValueError:

@@ -68,6 +68,14 @@ REQUESTS_REFUSED = Counter(
     "Inference requests answered with an error, by reason (and version, once one was chosen; empty before).",
     ["reason", "model", "version"],
 )
+AUTH_REFUSALS = Counter(
+    "sentiment_auth_refusals_total",
+    "Requests refused by access control: missing (no key), invalid (not a key in force, or a malformed header: 401), "
+    "forbidden (a scope: 403), rate_limited (429); by the key's name (empty for 401s: never the key itself).",
+    ["reason", "key"],
+)
+KEY_REQUESTS = Counter("sentiment_key_requests_total", "Requests let in by access control, by the name of their key.", ["key"])
+KEY_TEXTS = Counter("sentiment_key_texts_total", "Texts accepted for scoring, by the name of their key.", ["key"])
 ROUTED = Counter(
     "sentiment_routed_requests_total",
     "Inference requests sent to a version: `default` (named neither a version nor a label), `canary` (default traffic the "

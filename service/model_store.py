@@ -30,8 +30,21 @@ class ModelVersion:
         return float(self.metadata.get("decision_threshold", 0.5))
 
     @property
+    def labels(self) -> tuple[str, ...]:
+        """The labels in the order of the model's outputs: (negative, positive) for a two-label (sigmoid) model, whose
+        one output is the probability of the second; k labels for a softmax model, whose outputs are k probabilities."""
+        return tuple(self.metadata.get("labels") or self.metadata.get("label_names") or ("negative", "positive"))
+
+    @property
+    def classes(self) -> int:
+        """Outputs per text: 1 for a two-label model (the probability of its second label), k for a k-label one."""
+        head = self.metadata.get("head") or {}
+        return int(head.get("classes", len(self.labels))) if head.get("kind") == "softmax" else 1
+
+    @property
     def label_names(self) -> tuple[str, str]:
-        negative, positive = self.metadata.get("label_names", ["negative", "positive"])
+        """A two-label model's (negative, positive)."""
+        negative, positive = self.labels
         return negative, positive
 
     @property

@@ -33,6 +33,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from service.codec import Answer, QueuedRequest, decode_request, encode_answer, encode_request
+from service.rate_limit import BUCKET_LUA, Charge, Decision, RateLimitExceeded
 
 GROUP = "workers"
 
@@ -64,6 +65,21 @@ _ENQUEUE = """
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return false end
 return redis.call('XADD', KEYS[1], '*', 'r', ARGV[2], 'i', ARGV[3], 'a', ARGV[4], 'd', ARGV[5], 'x', ARGV[6], 'l', ARGV[7], 't', ARGV[8])
 """
+
+# The same, and the request's key charged first (`service.rate_limit`): KEYS[2] its bucket, ARGV[9..11] rate, burst,
+# cost. A full queue charges nothing. Returns false (full), {0, tokens x 1000, wait ms} (over the rate) or {1, tokens
+# x 1000, entry id}.
+_ENQUEUE_CHARGED = (
+    BUCKET_LUA
+    + """
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return false end
+local allowed, left, wait = take(KEYS[2], tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]))
+if allowed == 0 then return {0, left, wait} end
+local id = redis.call('XADD', KEYS[1], '*', 'r', ARGV[2], 'i', ARGV[3], 'a', ARGV[4], 'd', ARGV[5], 'x', ARGV[6],
+  'l', ARGV[7], 't', ARGV[8])
+return {1, left, id}
+"""
+)
 
 # The queue's state for /metrics, in one round trip: backlog, entries delivered and not yet answered,
 # age of the oldest entry no worker has taken (entries after the group's last delivered id), live workers.
@@ -107,6 +123,7 @@ class RequestQueue:
         self.stream = self.stream_key_format.format(prefix=prefix, name=model_name, version=model_version)
         self.workers_key = self.workers_key_format.format(prefix=prefix, name=model_name, version=model_version)
         self._enqueue = connection.register_script(_ENQUEUE)
+        self._enqueue_charged = connection.register_script(_ENQUEUE_CHARGED)
         self._state = connection.register_script(_STATE)
 
     def results_key(self, reply_to: str) -> str:
@@ -134,6 +151,33 @@ class RequestQueue:
         if entry_id is None:
             raise QueueFull(self.stream)
         return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+
+    def enqueue_charged(
+        self,
+        charge: Charge,
+        key: str,
+        sequences: Sequence[Sequence[int]],
+        deadline_ms: int,
+        max_backlog: int,
+        reply_to: str,
+        request_id: str = "",
+        explain: bool = False,
+    ) -> Decision:
+        """`enqueue`, charging ``charge``'s key in the same round trip: its bucket's `Decision`; `RateLimitExceeded`
+        over the key's rate (nothing queued), `QueueFull` at the bound (nothing charged)."""
+        e = encode_request(key, sequences, deadline_ms, reply_to, request_id, explain)
+        keys = [self.stream, charge.bucket(self.prefix)]
+        args = [max_backlog, e["r"], e["i"], e["a"], e["d"], e["x"], e["l"], e["t"], *charge.args()]
+        try:
+            answer = self.redis.execute_command("EVALSHA", self._enqueue_charged.sha, 2, *keys, *args)
+        except redis.exceptions.NoScriptError:
+            answer = self._enqueue_charged(keys=keys, args=args)
+        if answer is None:
+            raise QueueFull(self.stream)
+        queued, left, wait_or_id = answer
+        if not queued:
+            raise RateLimitExceeded(charge, Decision.of(charge, 0, left, wait_or_id))
+        return Decision.of(charge, 1, left, 0)
 
     def pop_results(self, reply_to: str, block_s: float, most: int = 1024, connection: redis.Redis | None = None) -> list[bytes]:
         """Results waiting in ``reply_to``'s list: block up to ``block_s`` for the first, then take up to ``most`` more.

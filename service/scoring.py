@@ -17,15 +17,17 @@ from dataclasses import dataclass, field, replace
 import redis
 
 from service import metrics
-from service.codec import WorkerError, read_answer
+from service.codec import Answer, WorkerError, read_answer
 from service.config import Settings
-from service.errors import BadRequest, DeadlineExceeded, Overloaded, PayloadTooLarge, ServiceError, Unavailable
-from service.explanations import explain_texts
+from service.errors import BadRequest, DeadlineExceeded, Overloaded, PayloadTooLarge, RateLimited, ServiceError, Unavailable
+from service.explanations import explain_texts, explained_outputs
+from service.labels import LabelReader, Read
 from service.model_store import ModelVersion
 from service.queue import QueueFull, RequestQueue
+from service.rate_limit import Charge, Decision, RateLimitExceeded
 from service.results import RedisUnavailable, ResultListener
 from service.shadow import ShadowComparison, dropped
-from service.tokenizer import Encoded, LongTextPolicy, Tokenizer, combine
+from service.tokenizer import Encoded, LongTextPolicy, Tokenizer
 
 
 @dataclass(frozen=True)
@@ -39,10 +41,12 @@ class Prediction:
     windows: int = 1
     encoded: Encoded | None = field(default=None, repr=False, compare=False)  # what the model read, for protocols that say
     explanation: dict | None = None
+    scores: dict[str, float] = field(default_factory=dict)  # every label's probability
 
     def as_dict(self) -> dict:
         answer = {"label": self.label, "score": round(self.score, 6), "truncated": self.truncated, "tokens": self.tokens}
         answer["windows"] = self.windows
+        answer["scores"] = {label: round(p, 6) for label, p in self.scores.items()}
         if self.explanation is not None:
             answer["explanation"] = self.explanation
         return answer
@@ -73,6 +77,7 @@ class Scored:
     predictions: list[Prediction]
     model: ModelVersion
     stats: dict
+    rate_limit: Decision | None = None  # the caller's key's bucket after this request (its RateLimit headers)
 
 
 def serving_tokenizer(model: ModelVersion, settings: Settings) -> Tokenizer:
@@ -98,7 +103,8 @@ class Scorer:
         self._workers_alive = True
         self._workers_checked_at = 0.0
         self.labels = (model.name, str(model.version))  # of its metrics
-        for label in model.label_names:  # exported as 0 from the start, so that a share of them has a value
+        self.reader = LabelReader(model, tokenizer.long_texts.aggregate)
+        for label in model.labels:  # exported as 0 from the start, so that a share of them has a value
             metrics.PREDICTIONS.labels(*self.labels, label)
 
     def check_texts(self, texts: Sequence[object], field: str = "texts") -> list[str]:
@@ -122,12 +128,20 @@ class Scorer:
         return list(texts)  # type: ignore[arg-type]
 
     def predict(
-        self, texts: list[str], *, request_id: str, deadline: Deadline, explain: bool = False, shadow: Scorer | None = None
+        self,
+        texts: list[str],
+        *,
+        request_id: str,
+        deadline: Deadline,
+        explain: bool = False,
+        shadow: Scorer | None = None,
+        charge: Charge | None = None,
     ) -> Scored:
         """Score checked ``texts`` before ``deadline``; with ``explain``, each with the split of its logit over its
         tokens; with ``shadow``, also mirrored to that version, whose answers are only compared with these.
         ``request_id`` (the client's) goes to the worker's batch log line. A refusal (`ServiceError`) carries the
-        request's figures as ``stats``, for the access log."""
+        request's figures as ``stats``, for the access log. ``charge``: the caller's API key, charged for the request
+        in the enqueue's round trip (`RateLimited` over its rate)."""
         if explain and not self.model.explains:
             raise BadRequest(f"{self.model.name} v{self.model.version} cannot explain its scores (exported before explanations)")
         encoded = self.tokenizer.encode_batch(texts)
@@ -151,7 +165,7 @@ class Scorer:
                     f"{self.settings.max_windows_per_request}: send the long texts in separate requests"
                 )
             self._observe_inputs(encoded)
-            values, waited = self._run(sequences, request_id, deadline, explain, mirror)
+            values, waited, rate = self._run(sequences, request_id, deadline, explain, mirror, charge)
         except ServiceError as exc:
             exc.stats = stats
             for comparison in comparisons:
@@ -160,13 +174,16 @@ class Scorer:
         stats["queue_wait_ms"] = round(waited * 1000, 2)
         if explain:
             metrics.EXPLAIN_REQUESTS.inc()
-        answer = read_answer(values, [len(s) for s in sequences], explain)
-        explanations = explain_texts(self.tokenizer, texts, encoded, answer) if explain else [None] * len(texts)
-        predictions = self._predictions(encoded, answer.probabilities, explanations)
+        answer = read_answer(values, [len(s) for s in sequences], explain, self.model.classes)
+        reads = self._read(encoded, answer)
+        explanations = [None] * len(texts)
+        if explain:  # of each text's label: its output's logit and weights
+            explanations = explain_texts(self.tokenizer, texts, encoded, explained_outputs(answer, encoded, [r.explained for r in reads]))
+        predictions = self._predictions(encoded, reads, explanations)
         self._observe_outputs(predictions)
         for comparison in comparisons:
             comparison.primary(predictions)
-        return Scored(predictions, self.model, stats)
+        return Scored(predictions, self.model, stats, rate)
 
     def mirror(self, texts: list[str], deadline: Deadline, primary_version: int) -> ShadowComparison | None:
         """Queue ``texts`` for this (shadow) version with nobody waiting; None when it is dropped instead: no live
@@ -183,7 +200,9 @@ class Scorer:
             return None
 
         def score(values: Sequence[float]) -> list[Prediction]:
-            return self._predictions(encoded, read_answer(values, lengths, False).probabilities, [None] * len(encoded))
+            return self._predictions(
+                encoded, self._read(encoded, read_answer(values, lengths, False, self.model.classes)), [None] * len(encoded)
+            )
 
         comparison = ShadowComparison(model, primary_version, version, score)
         key = os.urandom(16).hex()
@@ -197,26 +216,27 @@ class Scorer:
             return None
         return comparison
 
-    def _predictions(
-        self, encoded: Sequence[Encoded], probabilities: Sequence[float], explanations: Sequence[dict | None]
-    ) -> list[Prediction]:
-        """Each text's prediction from its windows' probabilities (a text's windows are consecutive sequences)."""
-        negative, positive = self.model.label_names
-        threshold = self.model.threshold
-        aggregate = self.tokenizer.long_texts.aggregate
-        predictions, start = [], 0
-        for e, explanation in zip(encoded, explanations, strict=True):
+    def _read(self, encoded: Sequence[Encoded], answer: Answer) -> list[Read]:
+        """Each text's label and scores from its windows' outputs (a text's windows are consecutive sequences)."""
+        rows = answer.rows(answer.probabilities)
+        reads, start = [], 0
+        for e in encoded:
             end = start + len(e.windows)
-            p = combine(probabilities[start:end], [len(w) for w in e.windows], aggregate)
-            label = positive if p >= threshold else negative
-            predictions.append(Prediction(label, p, e.truncated, e.n_tokens, len(e.windows), e, explanation))
+            reads.append(self.reader.read(rows[start:end], [len(w) for w in e.windows]))
             start = end
-        return predictions
+        return reads
+
+    def _predictions(self, encoded: Sequence[Encoded], reads: Sequence[Read], explanations: Sequence[dict | None]) -> list[Prediction]:
+        return [
+            Prediction(r.label, r.score, e.truncated, e.n_tokens, len(e.windows), e, x, r.scores)
+            for e, r, x in zip(encoded, reads, explanations, strict=True)
+        ]
 
     def _run(
-        self, sequences: list, request_id: str, deadline: Deadline, explain: bool, queued: Callable[[], None]
-    ) -> tuple[Sequence[float], float]:
-        """Queue the sequences, call ``queued``, wait for their answer's values; (values, seconds waited after queueing)."""
+        self, sequences: list, request_id: str, deadline: Deadline, explain: bool, queued: Callable[[], None], charge: Charge | None
+    ) -> tuple[Sequence[float], float, Decision | None]:
+        """Queue the sequences (charging ``charge``'s key), call ``queued``, wait for their answer's values; (values,
+        seconds waited after queueing, the key's bucket after the charge)."""
         retry = {"Retry-After": str(self.settings.retry_after_s)}
         key = os.urandom(16).hex()  # never the client's id: two clients may send the same one
         waiter = self.listener.expect(key)
@@ -228,12 +248,20 @@ class Scorer:
             if left <= 0:
                 raise DeadlineExceeded(f"{deadline} passed before the request was queued")
             deadline_ms = int((time.time() + left) * 1000)
-            self.queue.enqueue(key, sequences, deadline_ms, self.settings.queue_max_requests, self.listener.reply_to, request_id, explain)
+            bound, reply_to = self.settings.queue_max_requests, self.listener.reply_to
+            rate = None
+            if charge is None:
+                self.queue.enqueue(key, sequences, deadline_ms, bound, reply_to, request_id, explain)
+            else:
+                rate = self.queue.enqueue_charged(charge, key, sequences, deadline_ms, bound, reply_to, request_id, explain)
             queued_at = time.perf_counter()
             queued()
             values = waiter.wait(deadline.at - queued_at)
         except QueueFull:
             raise Overloaded("too many requests waiting; retry later", retry) from None
+        except RateLimitExceeded as exc:
+            metrics.AUTH_REFUSALS.labels("rate_limited", exc.charge.name).inc()
+            raise RateLimited(str(exc), exc.decision.headers()) from None
         except WorkerError as exc:
             raise Unavailable(f"the inference worker could not score this request: {exc}", retry) from None
         except redis.RedisError:
@@ -247,7 +275,7 @@ class Scorer:
             raise DeadlineExceeded(f"no result within {deadline}")
         waited = time.perf_counter() - queued_at
         metrics.RESULT_WAIT_SECONDS.observe(waited)
-        return values, waited
+        return values, waited, rate
 
     def workers_alive(self) -> bool:
         """Whether a worker of this version heartbeats (read from Redis at most once a second per process)."""

@@ -70,6 +70,22 @@ def tiny_two_versions(tiny_model_store, tmp_path_factory) -> Path:
     return store
 
 
+@pytest.fixture(scope="session")
+def tiny_two_models(tiny_model_store, tmp_path_factory) -> Path:
+    """A store of ``sentiment/1`` (the tiny two-label model) and ``tweets/1``: fine-tuned from it by
+    ``python -m training.finetune`` on synthetic texts of three labels (negative, neutral, positive)."""
+    import shutil
+
+    from tests.test_finetune import ARGS, write_data
+    from training.finetune.__main__ import main as finetune
+
+    store = tmp_path_factory.mktemp("two-models")
+    shutil.copytree(tiny_model_store / "sentiment", store / "sentiment")
+    data = write_data(store.parent / "tweets.jsonl", ["negative", "neutral", "positive"])
+    assert finetune(["--data", str(data), "--name", "tweets", "--model-store", str(store), "--base", str(store / "sentiment"), *ARGS]) == 0
+    return store
+
+
 @pytest.fixture(scope="module")
 def module_redis():
     with EmbeddedRedis() as server:

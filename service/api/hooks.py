@@ -69,6 +69,7 @@ def inference_route(view: Callable) -> Callable:
             metrics.IN_FLIGHT.dec()
             metrics.HTTP_SECONDS.labels(request.url_rule.rule, *g.get("served", UNROUTED)).observe(time.perf_counter() - g.started)
 
+    wrapper.scores_texts = True  # type: ignore[attr-defined]  # access control charges its key when it queues
     return wrapper
 
 
@@ -100,6 +101,8 @@ def install(app: Flask) -> None:
                 "status": status,
                 "latency_ms": round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2),
             }
+            if "api_key" in g:
+                fields["key"] = g.api_key.name  # the key's name in the key file, never the key
             if inference:
                 fields.update(g.get("scored", {}))
             if status >= 400:

@@ -36,12 +36,14 @@ from openapi_pydantic.v3.v3_1 import (
     Reference,
     RequestBody,
     Schema,
+    SecurityScheme,
     Tag,
 )
 from openapi_pydantic.v3.v3_1 import Response as ResponseObject
 from pydantic import BaseModel
 
 from service import __version__
+from service.api.auth import protects
 from service.api.hooks import REQUEST_ID_HEADER
 from service.api.schemas.common import ErrorResponse
 from service.api.serving import DEADLINE_HEADER
@@ -55,6 +57,9 @@ ERROR_DESCRIPTIONS = {
     404: "Unknown model or version.",
     413: "Too large: the body, the number of texts or a text's length is over its limit.",
     415: "Unsupported media type.",
+    401: "No API key, or not one in force (`WWW-Authenticate: Bearer`). Only when the service asks for keys.",
+    403: "The API key lacks a scope the request needs (`explain` for explanations).",
+    429: "The API key is over its rate: retry after Retry-After seconds (the RateLimit headers say more).",
     503: "Overloaded (the queue is full) or unavailable (Redis or the inference workers): retry after Retry-After seconds.",
     504: "No result within the deadline (X-Deadline-Ms, or the server's default).",
 }
@@ -170,8 +175,17 @@ def operation_id(endpoint: str, method: str, distinct_arguments: list[str]) -> s
     return f"{endpoint.replace('.', '_')}{by}_{method.lower()}"
 
 
+SECURITY = [{"bearer": []}, {"apiKey": []}]  # either header
+
+
 def _operation(
-    spec: Declaration, endpoint: str, method: str, arguments: list[tuple[str, str]], distinct: list[str], examples: dict[str, Any]
+    spec: Declaration,
+    endpoint: str,
+    method: str,
+    arguments: list[tuple[str, str]],
+    distinct: list[str],
+    examples: dict[str, Any],
+    keyed: bool = False,
 ) -> Operation:
     parameters: list[Parameter | Reference] = [
         Parameter(
@@ -187,6 +201,9 @@ def _operation(
     parameters.append(_reference("parameters", REQUEST_ID_HEADER))
     responses: dict[int, str | tuple[str, BodySpec]] = {**spec.responses}
     responses.setdefault(400, ERROR_DESCRIPTIONS[400])  # a bad X-Request-ID, on any route
+    if keyed:
+        for status in (401, 403, 429):
+            responses.setdefault(status, ERROR_DESCRIPTIONS[status])
     if spec.deadline:
         parameters.append(_reference("parameters", DEADLINE_HEADER))
         responses.setdefault(503, ERROR_DESCRIPTIONS[503])
@@ -200,7 +217,7 @@ def _operation(
             description += " A URL that matches no route gets the service's own error body."
             body = Body(any_of=(*_models(body), ErrorResponse))
         headers: dict[str, Header | Reference] = {REQUEST_ID_HEADER: _reference("headers", REQUEST_ID_HEADER)}
-        if status == 503 and spec.deadline:
+        if (status == 503 and spec.deadline) or status == 429:
             headers[RETRY_AFTER] = _reference("headers", RETRY_AFTER)
         answers[str(status)] = ResponseObject(description=description, headers=headers, content=_content(body))
     request_body = RequestBody(required=True, content=_content(spec.request)) if spec.request is not None else None
@@ -212,12 +229,18 @@ def _operation(
         parameters=parameters,
         requestBody=request_body,
         responses=answers,
+        security=SECURITY if keyed else None,
     )
 
 
-def _components() -> Components:
+def _components(keyed: bool = False) -> Components:
     request_id = Schema(type=DataType.STRING, pattern=r"^[A-Za-z0-9._:/+=-]{1,128}$")
+    schemes = {
+        "bearer": SecurityScheme(type="http", scheme="bearer", description="An API key (`python -m service.keys create`)."),
+        "apiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header", description="The same key."),
+    }
     return Components(
+        securitySchemes=schemes if keyed else None,
         parameters={
             REQUEST_ID_HEADER: Parameter(
                 name=REQUEST_ID_HEADER,
@@ -249,6 +272,7 @@ def build_document(app: Flask) -> dict[str, Any]:
     Path parameters ``name`` and ``version`` get the served model's as examples (what "Try it out" fills in).
     """
     config = app.extensions["sentiment"].config
+    keyed = app.extensions.get("auth", "off") != "off"
     examples = {"name": config.default_model, "version": config.models[config.default_model].default, "label": "stable"}
     paths: dict[str, dict[str, Operation]] = {}
     rules = sorted(app.url_map.iter_rules(), key=lambda r: r.rule)
@@ -263,7 +287,7 @@ def build_document(app: Flask) -> dict[str, Any]:
         path, arguments = openapi_path(rule.rule)
         distinct = [name for name, _ in arguments if name not in shared[rule.endpoint]]
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
-            operation = _operation(spec, rule.endpoint, method, arguments, distinct, examples)
+            operation = _operation(spec, rule.endpoint, method, arguments, distinct, examples, keyed and protects(rule.endpoint))
             paths.setdefault(path, {}).setdefault(method.lower(), operation)
     document = OpenAPI(
         openapi="3.1.0",
@@ -276,7 +300,7 @@ def build_document(app: Flask) -> dict[str, Any]:
         ),
         tags=TAGS,
         paths={path: PathItem(**operations) for path, operations in paths.items()},
-        components=_components(),
+        components=_components(keyed),
     )
     return construct_open_api_with_schema_class(document).model_dump(mode="json", by_alias=True, exclude_none=True, exclude_unset=True)
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from flask import current_app, g, request
 
+from service.api.auth import require
 from service.errors import BadRequest, ServiceError
 from service.routing import ModelRouter, Route
 from service.scoring import Deadline, Scored
@@ -46,13 +47,19 @@ def deadline_seconds(default_ms: int) -> float:
 
 def score(to: Route, texts: Sequence[str], explain: bool = False) -> Scored:
     """Score ``texts`` by the route's version for this request: its id, its deadline, its figures for the log."""
+    if explain:
+        require("explain")
     scorer = to.scorer
     g.served = scorer.labels  # (model, version): the answer's headers, the metrics' labels
     deadline = Deadline.after(deadline_seconds(scorer.settings.default_deadline_ms))
     try:
-        scored = scorer.predict(list(texts), request_id=g.request_id, deadline=deadline, explain=explain, shadow=to.shadow)
+        scored = scorer.predict(
+            list(texts), request_id=g.request_id, deadline=deadline, explain=explain, shadow=to.shadow, charge=g.get("charge")
+        )
     except ServiceError as exc:
         g.scored = exc.stats or {}
         raise
     g.scored = scored.stats
+    if scored.rate_limit is not None:
+        g.rate_limit = scored.rate_limit
     return scored

@@ -63,11 +63,14 @@ class SentimentModel:
         # Batch sizes the signature compiles a graph for (a compile takes ~0.5 s): only the CPU graph of recent exports has them.
         self.batch_buckets: list[int] = serving.get("batch_buckets", []) if self.signature == signatures.get("cpu") else []
         self.vocab_size = int(version.metadata.get("vocab_size") or version.load_tokenizer().vocab_size)
+        # A two-label export answers each sequence's probability and logit; a k-label one, k of each.
+        self._probability, self._logit = ("probabilities", "logits") if version.classes > 1 else ("probability", "logit")
         log.info("serving signature %s of %s v%s", self.signature, version.name, version.version)
 
     def predict(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
-        """Probabilities of positive, one per sequence; the batch is padded to its own longest (the signature pads further)."""
-        return self._serve(token_ids=tf.constant(_padded(sequences)))["probability"].numpy()
+        """Probabilities of positive, one per sequence (``[n, k]`` for k labels); the batch is padded to its own longest
+        (the signature pads further)."""
+        return self._serve(token_ids=tf.constant(_padded(sequences)))[self._probability].numpy()
 
     @property
     def explains(self) -> bool:
@@ -78,8 +81,9 @@ class SentimentModel:
         if self._explain is None:
             raise RuntimeError(f"{self.version.name} v{self.version.version} has no explain signature")
         out = self._explain(token_ids=tf.constant(_padded(sequences)))
-        contributions = out["contributions"].numpy()
-        return out["probability"].numpy(), out["logit"].numpy(), [row[: len(s)] for row, s in zip(contributions, sequences, strict=True)]
+        contributions = out["contributions"].numpy()  # [n, time] or [n, time, k]
+        rows = [row[: len(s)] for row, s in zip(contributions, sequences, strict=True)]
+        return out[self._probability].numpy(), out[self._logit].numpy(), rows
 
     def warm_up_batch_sizes(self, max_batch_size: int | None = None) -> list[int]:
         """Batch sizes whose calls, between them, compile every graph a caller of up to ``max_batch_size`` texts can meet.

@@ -30,11 +30,13 @@ class ScoringModel(Protocol):
     version: ModelVersion
     vocab_size: int
 
-    def predict(self, sequences: Sequence[Sequence[int]]) -> Sequence[float]:
-        """Probability of the positive label for each sequence of token ids."""
+    def predict(self, sequences: Sequence[Sequence[int]]) -> Sequence:
+        """For each sequence of token ids: the probability of the positive label (a two-label model), or the
+        probabilities of its k labels (a k-label model, ``version.classes`` k)."""
 
-    def explain(self, sequences: Sequence[Sequence[int]]) -> tuple[Sequence[float], Sequence[float], list[Sequence[float]]]:
-        """Probabilities, logits, and each sequence's per-token contributions to its logit."""
+    def explain(self, sequences: Sequence[Sequence[int]]) -> tuple[Sequence, Sequence, list[Sequence]]:
+        """Probabilities, logits (k each for a k-label model), and each sequence's per-token contributions to its
+        logit (``[tokens]``; ``[tokens, k]`` for a k-label model)."""
 
     def padded_batch_size(self, texts: int) -> int:
         """Rows a call of ``texts`` texts really computes (a compiled graph pads to fixed batch sizes)."""
@@ -101,9 +103,9 @@ class BatchRunner:
         """Score every sequence of ``requests`` in the model calls `plan_model_calls` chooses; (answers, model seconds,
         padded tokens). A model that fails answers each request with an error, and the worker serves on."""
         sequences = [sequence for request in requests for sequence in request.sequences]
-        probabilities = [0.0] * len(sequences)
-        logits = [0.0] * len(sequences)
-        contributions: list[Sequence[float]] = [()] * len(sequences)
+        probabilities: list[list[float]] = [[]] * len(sequences)  # k values per sequence (k = 1: two labels)
+        logits: list[list[float]] = [[]] * len(sequences)
+        contributions: list[list[float]] = [[]] * len(sequences)  # a token's k contributions after another's
         model_s, padded = 0.0, 0
         try:
             lengths = [len(s) for s in sequences]
@@ -113,7 +115,7 @@ class BatchRunner:
                 if explain:
                     scores, call_logits, weights = self.model.explain([sequences[i] for i in call])
                     for index, logit, row in zip(call, call_logits, weights, strict=True):
-                        logits[index], contributions[index] = float(logit), [float(w) for w in row]
+                        logits[index], contributions[index] = flat(logit), flat(row)
                 else:
                     scores = self.model.predict([sequences[i] for i in call])
                 elapsed = time.perf_counter() - started
@@ -125,7 +127,7 @@ class BatchRunner:
                 metrics.BATCH_TOKENS.labels(*self.labels).observe(call_padded)
                 metrics.PADDING_EFFICIENCY.labels(*self.labels).observe(sum(max(lengths[i], 1) for i in call) / max(call_padded, 1))
                 for index, score in zip(call, scores, strict=True):
-                    probabilities[index] = float(score)
+                    probabilities[index] = flat(score)
         except Exception:  # the model failed on this batch: answer it, keep serving the next
             log.exception("inference failed for %d request(s)", len(requests))
             metrics.INFERENCE_ERRORS.labels(*self.labels).inc()
@@ -134,13 +136,24 @@ class BatchRunner:
         metrics.TEXTS_SCORED.labels(*self.labels).inc(len(sequences))
         if explain:
             metrics.TEXTS_EXPLAINED.labels(*self.labels).inc(len(sequences))
+        k = self.model.version.classes
         answers, start = [], 0
         for request in requests:
             end = start + request.n_texts
+            values = [v for row in probabilities[start:end] for v in row]
             if explain:
-                answer = Answer(probabilities[start:end], logits[start:end], contributions[start:end])
+                answer = Answer(values, [v for row in logits[start:end] for v in row], contributions[start:end], k)
             else:
-                answer = Answer(probabilities[start:end])
+                answer = Answer(values, classes=k)
             answers.append((request, answer))
             start = end
         return answers, model_s, padded
+
+
+def flat(values) -> list[float]:
+    """A model's output for one sequence as plain floats: a number, or an array of any shape, row-major."""
+    if isinstance(values, float | int):
+        return [float(values)]
+    if hasattr(values, "ravel"):
+        return [float(v) for v in values.ravel()]
+    return [float(v) for v in values]

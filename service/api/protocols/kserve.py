@@ -35,7 +35,16 @@ from service import __version__
 from service.api.health import readiness
 from service.api.hooks import inference_route
 from service.api.openapi import Body, documented
-from service.api.protocols.kserve_request import EXPLANATION, HEADER_LENGTH, INPUT, OUTPUTS, input_texts, parse_request, requested_outputs
+from service.api.protocols.kserve_request import (
+    CATEGORICAL_OUTPUTS,
+    EXPLANATION,
+    HEADER_LENGTH,
+    INPUT,
+    OUTPUTS,
+    input_texts,
+    parse_request,
+    requested_outputs,
+)
 from service.api.responses import answer_errors_as_standard, json_response
 from service.api.schemas.kserve import (
     InferenceRequest,
@@ -143,7 +152,9 @@ def model_metadata(name: str, version: str | None) -> Response:
             "versions": [str(v) for v in router().policy(model).versions],
             "platform": PLATFORM,
             "inputs": [{"name": INPUT, "datatype": "BYTES", "shape": [-1]}],
-            "outputs": [{"name": output, "datatype": datatype, "shape": [-1]} for output, datatype in _outputs(by).items()],
+            "outputs": [
+                {"name": output, "datatype": datatype, "shape": _shape(by, output, -1)} for output, datatype in _outputs(by).items()
+            ],
         }
     )
 
@@ -209,12 +220,17 @@ def infer(name: str, version: str | None) -> Response:
     explain = any(name == EXPLANATION for name, _ in outputs)
     scored = score(to, texts, explain=explain)
     predictions = scored.predictions
-    values = {"probability": [p.score for p in predictions], "label": [p.label for p in predictions]}
+    labels = by.model.labels
+    values = {
+        "probability": [p.score for p in predictions],
+        "probabilities": [p.scores[label] for p in predictions for label in labels],  # row-major [n, k]
+        "label": [p.label for p in predictions],
+    }
     if explain:
         values[EXPLANATION] = [orjson.dumps(p.explanation).decode() for p in predictions]
     tensors, blobs = [], []
     for output, as_binary in outputs:
-        tensor = {"name": output, "datatype": datatypes[output], "shape": [len(predictions)]}
+        tensor = {"name": output, "datatype": datatypes[output], "shape": _shape(by, output, len(predictions))}
         if as_binary:
             blob = pack(values[output], "f") if datatypes[output] == "FP32" else bytes_elements(values[output])
             tensor["parameters"] = {"binary_data_size": len(blob)}
@@ -235,5 +251,12 @@ def infer(name: str, version: str | None) -> Response:
 
 
 def _outputs(by: Scorer) -> dict[str, str]:
-    """The served version's outputs and their datatypes: ``explanation`` too when it can explain its scores."""
-    return {**OUTPUTS, EXPLANATION: "BYTES"} if by.model.explains else OUTPUTS
+    """The version's outputs and their datatypes (a k-label version's ``probabilities`` for a two-label one's
+    ``probability``): ``explanation`` too when it can explain its scores."""
+    outputs = CATEGORICAL_OUTPUTS if by.model.classes > 1 else OUTPUTS
+    return {**outputs, EXPLANATION: "BYTES"} if by.model.explains else outputs
+
+
+def _shape(by: Scorer, output: str, texts: int) -> list[int]:
+    """An output's shape for ``texts`` texts (-1: any): ``[n]``, or ``[n, k]`` for a k-label version's probabilities."""
+    return [texts, by.model.classes] if output == "probabilities" else [texts]

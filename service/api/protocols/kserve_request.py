@@ -17,7 +17,8 @@ from service.packing import TruncatedElement, read_bytes_elements
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 INPUT = "texts"
-OUTPUTS = {"probability": "FP32", "label": "BYTES"}  # every output of a request that names none
+OUTPUTS = {"probability": "FP32", "label": "BYTES"}  # every output of a request that names none (two labels)
+CATEGORICAL_OUTPUTS = {"probabilities": "FP32", "label": "BYTES"}  # the same of a k-label version: [n, k] probabilities
 EXPLANATION = "explanation"  # BYTES, JSON per text: returned only when named (a backward pass: ~2x the cost)
 
 
@@ -80,10 +81,10 @@ def _text(element: object, index: int) -> object:
 
 
 def requested_outputs(parsed: InferenceRequest, outputs: dict[str, str]) -> list[tuple[str, bool]]:
-    """(name, as binary) of each output to return, in the order asked (`OUTPUTS` when none are named)."""
+    """(name, as binary) of each output to return, in the order asked (every one but ``explanation`` when none are named)."""
     default_binary = _flag(parsed.parameters, "binary_data_output", False)
     if not parsed.outputs:
-        return [(name, default_binary) for name in OUTPUTS]
+        return [(name, default_binary) for name in outputs if name != EXPLANATION]
     chosen = []
     for output in parsed.outputs:
         if output.name == EXPLANATION and EXPLANATION not in outputs:

@@ -63,7 +63,7 @@ from service.api.serving import route, router, score
 from service.errors import BadRequest
 from service.errors import NotFound as ServiceNotFound
 from service.model_config import ModelPolicy
-from service.model_store import is_complete
+from service.model_store import ModelVersion, is_complete
 from service.packing import float32_json
 from service.scoring import Prediction, Scorer
 from service.tokenizer import PAD_ID
@@ -202,15 +202,26 @@ def predict(name: str, version: int | None, label: str | None) -> Response:
     else:
         texts = by.check_texts(_columnar_texts(parsed.inputs), "inputs")
     predictions = score(to, texts).predictions
-    outputs = {
-        "n_tokens": [p.tokens for p in predictions],
-        "probability": [float32_json(p.score) for p in predictions],
-        "token_ids": _signature_token_ids(predictions),
-        "windows": [p.windows for p in predictions],
-    }
+    outputs = _signature_outputs(by.model, predictions)
     if row_form:
         return json_response({"predictions": [dict(zip(outputs, row, strict=True)) for row in zip(*outputs.values(), strict=True)]})
     return json_response({"outputs": outputs})
+
+
+def _signature_outputs(model: ModelVersion, predictions: list[Prediction]) -> dict[str, list]:
+    """``predict_text``'s outputs, by name (TensorFlow Serving orders them so): a two-label version's ``probability``
+    (of its second label); a k-label version's ``probabilities`` [n, k] in the order of its labels and ``label``."""
+    outputs: dict[str, list] = {}
+    if model.classes > 1:
+        outputs["label"] = [p.label for p in predictions]
+    outputs["n_tokens"] = [p.tokens for p in predictions]
+    if model.classes > 1:
+        outputs["probabilities"] = [[float32_json(p.scores[label]) for label in model.labels] for p in predictions]
+    else:
+        outputs["probability"] = [float32_json(p.score) for p in predictions]
+    outputs["token_ids"] = _signature_token_ids(predictions)
+    outputs["windows"] = [p.windows for p in predictions]
+    return outputs
 
 
 def _signature_token_ids(predictions: list[Prediction]) -> list[list[int]]:

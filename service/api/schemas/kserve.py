@@ -93,9 +93,10 @@ class RequestInput(BaseModel):
 class RequestOutput(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(
-        description='"probability", "label", or "explanation" (each word\'s weight, as JSON per text; only when named here, '
+        description='"probability" (a two-label version: P(positive), [n]) or "probabilities" (k labels: [n, k], in the order '
+        'of the metadata\'s labels), "label", or "explanation" (each word\'s weight, as JSON per text; only when named here, '
         "and only from versions that can explain: see the model's metadata).",
-        json_schema_extra={"enum": ["probability", "label", "explanation"]},
+        json_schema_extra={"enum": ["probability", "probabilities", "label", "explanation"]},
     )
     parameters: Parameters | None = Field(None, description='"binary_data": true to get this output as binary data.')
 
@@ -105,7 +106,9 @@ class InferenceRequest(BaseModel):
     id: str | None = Field(None, description="Echoed in the response.")
     parameters: Parameters | None = Field(None, description='"binary_data_output": true to get every output as binary data.')
     inputs: list[RequestInput]
-    outputs: list[RequestOutput] | None = Field(None, description='Which outputs to return (default: "probability" and "label").')
+    outputs: list[RequestOutput] | None = Field(
+        None, description='Which outputs to return (default: "probability" or "probabilities", and "label").'
+    )
 
 
 class ResponseOutput(BaseModel):

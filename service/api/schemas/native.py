@@ -59,8 +59,14 @@ class Explanation(BaseModel):
 
 
 class Prediction(BaseModel):
-    label: str = Field(description='"positive" when score >= the model\'s decision threshold (0.5), else "negative".')
-    score: float = Field(ge=0, le=1, description="P(positive), rounded to 6 decimals.")
+    label: str = Field(
+        description='A two-label model: "positive" when score >= its decision threshold (0.5), else "negative". '
+        "A model of more labels (e.g. negative, neutral, positive): the likeliest one."
+    )
+    score: float = Field(
+        ge=0, le=1, description="A two-label model: P(positive), as always. More labels: the probability of `label`. 6 decimals."
+    )
+    scores: dict[str, float] = Field(description="Every label of the model and its probability (they sum to 1), 6 decimals.")
     truncated: bool = Field(description="The text was longer than the model's token limit and lost its middle.")
     tokens: int = Field(ge=1, description="Length of the text in tokens, before truncation.")
     windows: int = Field(
@@ -76,8 +82,22 @@ class PredictResponse(BaseModel):
     model_config = examples(
         {
             "predictions": [
-                {"label": "positive", "score": 0.981054, "truncated": False, "tokens": 5, "windows": 1},
-                {"label": "negative", "score": 0.010182, "truncated": False, "tokens": 6, "windows": 1},
+                {
+                    "label": "positive",
+                    "score": 0.981054,
+                    "truncated": False,
+                    "tokens": 5,
+                    "windows": 1,
+                    "scores": {"negative": 0.018946, "positive": 0.981054},
+                },
+                {
+                    "label": "negative",
+                    "score": 0.010182,
+                    "truncated": False,
+                    "tokens": 6,
+                    "windows": 1,
+                    "scores": {"negative": 0.989818, "positive": 0.010182},
+                },
             ],
             "model": {"name": "sentiment", "version": 3},
             "request_id": "a1049b79da4e49ccbd54c147077e026a",

@@ -166,7 +166,11 @@ class TFPredictRequest(BaseModel):
 
 class PredictTextRow(BaseModel):
     n_tokens: int = Field(description="Tokens in the text (at least 1).")
-    probability: float = Field(description="P(positive), a float32 (a long text's windows combined).")
+    probability: float | None = Field(None, description="A two-label version: P(positive), a float32 (a long text's windows combined).")
+    probabilities: list[float] | None = Field(
+        None, description="A version of k labels: each label's probability, in the order of its metadata's labels."
+    )
+    label: str | None = Field(None, description="A version of k labels: the likeliest label.")
     token_ids: list[int] = Field(
         description="The token ids the model read (a long text's windows in order), right-padded with 0 to the longest text of the request."
     )
@@ -175,7 +179,9 @@ class PredictTextRow(BaseModel):
 
 class PredictTextColumns(BaseModel):
     n_tokens: list[int]
-    probability: list[float]
+    probability: list[float] | None = None
+    probabilities: list[list[float]] | None = None
+    label: list[str] | None = None
     token_ids: list[list[int]]
     windows: list[int]
 

@@ -7,11 +7,21 @@ const CLIENT_TIMEOUT_MS = 15000; // the server answers within its own deadline (
 
 const $ = (id) => document.getElementById(id);
 
+// When the service asks for API keys (401), the visitor pastes one; it stays in this tab only (sessionStorage)
+// and travels as `Authorization: Bearer`, as any client's would.
+const apiKey = {
+  STORAGE: "sentiment-api-key",
+  get: () => sessionStorage.getItem(apiKey.STORAGE) || "",
+  set: (key) => (key ? sessionStorage.setItem(apiKey.STORAGE, key) : sessionStorage.removeItem(apiKey.STORAGE)),
+  headers: () => (apiKey.get() ? { Authorization: `Bearer ${apiKey.get()}` } : {}),
+};
+
 const api = {
   /** GET a JSON document of the service; null when it cannot be read. */
   async getJson(path) {
     try {
-      const response = await fetch(path, { headers: { Accept: "application/json" } });
+      const response = await fetch(path, { headers: { Accept: "application/json", ...apiKey.headers() } });
+      if (response.status === 401) view.askForKey("This service asks for an API key.");
       return response.ok ? await response.json() : null;
     } catch {
       return null;
@@ -22,12 +32,15 @@ const api = {
    * POST /predict for one text. Resolves with what the service answered, error or not;
    * rejects only when no answer came (network failure, timeout, or a newer request took over).
    */
-  async predict(text, explain, signal) {
+  async predict(text, explain, model, signal) {
     const started = performance.now();
+    const request = { text };
+    if (explain) request.explain = true;
+    if (model) request.model = model;
     const response = await fetch("predict", {
       method: "POST",
-      headers: { "Content-Type": "application/json", Accept: "application/json" },
-      body: JSON.stringify(explain ? { text, explain: true } : { text }),
+      headers: { "Content-Type": "application/json", Accept: "application/json", ...apiKey.headers() },
+      body: JSON.stringify(request),
       signal,
     });
     let body = null;
@@ -51,12 +64,37 @@ const api = {
 const view = {
   model: null, // GET /model, once loaded: name, version, limits, metadata
 
+  /** Show the key form, saying why (no key yet, or the key was refused). */
+  askForKey(why) {
+    $("key-form").hidden = false;
+    $("key-why").textContent = why;
+  },
+
+  /** The models the service serves, in a picker (shown when there is more than one). */
+  showModels(model, onPick) {
+    const names = model?.models ?? [];
+    const select = $("model-select");
+    if (select.options.length === 0) {
+      for (const name of names) select.append(new Option(name, name));
+      select.addEventListener("change", () => onPick(select.value));
+    }
+    select.value = model?.name ?? "";
+    $("model-row").hidden = names.length < 2;
+  },
+
+  /** Whether the model in view has more than two labels (one probability each, no threshold). */
+  manyLabels() {
+    return (this.model?.metadata?.labels?.length ?? 2) > 2;
+  },
+
   showModel(model) {
     this.model = model;
     if (!model) {
-      $("model-line").textContent = "Model information is unavailable (GET /model did not answer).";
+      // the line's parts stay, so that a later answer (once a key is given, say) can fill them in
+      $("model-extra").textContent = " · model information is unavailable (GET /model did not answer)";
       return;
     }
+    $("model-extra").textContent = "";
     $("model-name").textContent = model.name;
     $("model-version").textContent = String(model.version);
     const test = model.metadata?.metrics_as_served?.test ?? model.metadata?.metrics?.test; // as served: long texts read by its policy
@@ -96,7 +134,13 @@ const view = {
   showPrediction(text, prediction, result) {
     $("error").replaceChildren();
     const score = prediction.score;
-    $("status").textContent = `${capitalise(prediction.label)}: P(positive) = ${score.toFixed(3)}${prediction.truncated ? ", truncated" : ""}.`;
+    const many = this.manyLabels();
+    const scoreName = many ? `P(${prediction.label})` : "P(positive)";
+    $("status").textContent = `${capitalise(prediction.label)}: ${scoreName} = ${score.toFixed(3)}${prediction.truncated ? ", truncated" : ""}.`;
+    $("score-name").textContent = scoreName;
+    $("bar").hidden = many; // one probability on a line from negative to positive: two labels only
+    $("bar-scale").hidden = many;
+    this.showScores(prediction.scores ?? {});
     const label = $("label");
     label.textContent = prediction.label;
     label.dataset.label = prediction.label;
@@ -118,6 +162,34 @@ const view = {
     this.reveal();
   },
 
+  /** One bar per label: its probability. */
+  showScores(scores) {
+    const rows = [];
+    for (const [label, p] of Object.entries(scores)) {
+      const item = document.createElement("li");
+      const name = document.createElement("span");
+      name.textContent = label;
+      const bar = document.createElement("div");
+      bar.className = "bar";
+      bar.setAttribute("role", "meter");
+      bar.setAttribute("aria-label", `P(${label})`);
+      bar.setAttribute("aria-valuemin", "0");
+      bar.setAttribute("aria-valuemax", "1");
+      bar.setAttribute("aria-valuenow", String(p));
+      const fill = document.createElement("div");
+      fill.className = "bar-fill";
+      fill.dataset.label = label;
+      fill.style.width = `${p * 100}%`;
+      bar.append(fill);
+      const value = document.createElement("span");
+      value.textContent = p.toFixed(3);
+      value.dataset.label = label;
+      item.append(name, bar, value);
+      rows.push(item);
+    }
+    $("scores").replaceChildren(...rows);
+  },
+
   /**
    * The text that was classified. With an explanation (a signed weight per word, and where the word
    * is in the text), each word is a span tinted green (positive) or red (negative), as strongly as
@@ -127,6 +199,9 @@ const view = {
     const box = $("classified-text");
     const tokens = prediction.explanation?.tokens;
     $("legend").hidden = !tokens;
+    // A two-label model's weights push toward positive or negative; a k-label one's toward the label or away from it.
+    $("legend-toward").textContent = this.manyLabels() ? prediction.label : "positive";
+    $("legend-away").textContent = this.manyLabels() ? "away from it" : "toward negative";
     if (!tokens) {
       box.textContent = text;
       return;
@@ -217,7 +292,7 @@ async function classify(text) {
   view.busy(true);
   let result;
   try {
-    result = await api.predict(text, $("explain").checked, controller.signal);
+    result = await api.predict(text, $("explain").checked, view.model?.name, controller.signal);
   } catch (error) {
     if (controller !== inFlight) return; // a newer request replaced this one
     if (timedOut) view.showError(`No answer within ${CLIENT_TIMEOUT_MS / 1000} s.`, "The service or the network is too slow; try again.");
@@ -231,6 +306,7 @@ async function classify(text) {
     }
   }
   const prediction = result.body?.predictions?.[0];
+  if (result.status === 401) view.askForKey(apiKey.get() ? "The service refused this key." : "This service asks for an API key.");
   if (result.ok && prediction) view.showPrediction(text, prediction, result);
   else view.showError(...describeFailure(result));
 }
@@ -250,7 +326,22 @@ textBox.addEventListener("keydown", (event) => {
   }
 });
 
-api.getJson("model").then((model) => view.showModel(model));
+$("key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  apiKey.set($("api-key").value.trim());
+  $("api-key").value = "";
+  $("key-form").hidden = true;
+  loadModel();
+});
+
+function loadModel(name) {
+  api.getJson(name ? `model?model=${encodeURIComponent(name)}` : "model").then((model) => {
+    view.showModel(model);
+    view.showModels(model, loadModel);
+  });
+}
+
+loadModel();
 api.getJson($("examples").dataset.src).then((examples) =>
   view.showExamples(examples, (text) => {
     textBox.value = text;
