@@ -60,6 +60,12 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--distill", type=float, default=defaults.distill, help="Share of the target taken from the linear teacher (0: labels only)."
     )
+    train.add_argument(
+        "--freeze-embedding-epochs",
+        type=int,
+        default=defaults.freeze_embedding_epochs,
+        help="Epochs at the start during which the word vectors stay as they are.",
+    )
     train.add_argument("--no-class-weights", action="store_true", help="Do not weigh labels by their rarity.")
     train.add_argument("--min-count", type=int, default=2, help="New words must appear this often in the training texts.")
     return p
@@ -74,6 +80,7 @@ def recipe_of(args: argparse.Namespace) -> Recipe:
         body_learning_rate=args.body_learning_rate,
         dropout=args.dropout,
         distill=args.distill,
+        freeze_embedding_epochs=args.freeze_embedding_epochs,
         class_weights=not args.no_class_weights,
         seed=args.seed,
     )

@@ -50,8 +50,9 @@ head: {head}. The evaluation report is `report.html` beside this card.
 - Vocabulary: the base's {vocabulary["base_size"]} words plus {vocabulary["added"]} words of the training texts seen at least
   {vocabulary["min_count"]} times, each starting from the mean of the base vectors around it.
 - Recipe: new head at learning rate {recipe["learning_rate"]:g}, embedding and BiLSTM at {recipe["body_learning_rate"]:g} (Adam),
-  dropout {recipe["dropout"]}, batch {recipe["batch_size"]}; targets {1 - recipe["distill"]:.0%} label, {recipe["distill"]:.0%} the
-  linear teacher's out-of-fold probabilities; {"balanced class weights; " if recipe["class_weights"] else ""}early stopping on validation
+  dropout {recipe["dropout"]}, batch {recipe["batch_size"]}, embedding frozen for the first {recipe.get("freeze_embedding_epochs", 0)}
+  epoch(s); targets {1 - recipe["distill"]:.0%} label, {recipe["distill"]:.0%} the linear teacher's out-of-fold probabilities;
+  {"balanced class weights; " if recipe["class_weights"] else ""}early stopping on validation
   macro-F1 (patience {recipe["patience"]}); {meta["training"]["epochs_run"]} epochs run, epoch {meta["training"]["best_epoch"]} kept.
 - Time: {timings["total_seconds"]:.0f} s from reading the file to writing this card ({timings["total_cpu_seconds"]:.0f} s of CPU),
   training {meta["training"]["seconds"]:.0f} s, on {timings["machine"]}.
