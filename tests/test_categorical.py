@@ -123,7 +123,7 @@ def test_the_demo_page_picks_a_model_and_shows_one_bar_per_label(served, tmp_pat
         announced = page.classify("schedule update announced today")
         rows = driver.find_elements(By.CSS_SELECTOR, "#scores li")
         assert [row.find_element(By.CSS_SELECTOR, "span").text for row in rows] == LABELS
-        assert page.text("label") == "neutral" and announced.startswith("Neutral: P(neutral) = ")
+        assert page.text("label") == "Neutral" and announced.startswith("Neutral: P(neutral) = ")
         assert not page.shown("bar") and page.text("result-model") == "tweets v1"
         assert page.console_errors() == []
     finally:
