@@ -57,8 +57,9 @@ def finetune(tmp_path_factory, tiny_model_store, labels) -> tuple:
 
 
 @pytest.fixture(scope="module")
-def three(tmp_path_factory, tiny_model_store):
-    return finetune(tmp_path_factory, tiny_model_store, ["negative", "neutral", "positive"])
+def three(tiny_two_models):
+    """The three-label version the session's store already holds (tests/conftest.py), fine-tuned by this flow."""
+    return resolve(tiny_two_models / "tweets", 1), resolve(tiny_two_models / "sentiment", 1)
 
 
 @pytest.fixture(scope="module")
