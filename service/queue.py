@@ -105,6 +105,15 @@ local live = redis.call('ZCOUNT', KEYS[2], ARGV[2], '+inf')
 return {backlog, pending, age_ms, live}
 """
 
+
+def _request_fields(
+    key: str, sequences: Sequence[Sequence[int]], deadline_ms: int, max_backlog: int, reply_to: str, request_id: str, explain: bool
+) -> list:
+    """ARGV[1..8] of both enqueue scripts: the bound, then the request's fields in the scripts' order."""
+    e = encode_request(key, sequences, deadline_ms, reply_to, request_id, explain)
+    return [max_backlog, e["r"], e["i"], e["a"], e["d"], e["x"], e["l"], e["t"]]
+
+
 # The shortest blocking timeout ever sent: Redis 6.2 reads BLPOP's 0.001 as 0, which means "forever".
 MIN_BLOCK_S = 0.01
 
@@ -126,6 +135,14 @@ class RequestQueue:
         self._enqueue_charged = connection.register_script(_ENQUEUE_CHARGED)
         self._state = connection.register_script(_STATE)
 
+    def _evalsha(self, script, keys: list[str], args: list) -> object:
+        """Run a registered script: EVALSHA straight through execute_command (the hot path skips redis-py's Script
+        wrappers); on a restarted (or another) Redis, load it, once."""
+        try:
+            return self.redis.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            return script(keys=keys, args=args)
+
     def results_key(self, reply_to: str) -> str:
         return self.results_key_format.format(prefix=self.prefix, reply_to=reply_to)
 
@@ -142,12 +159,8 @@ class RequestQueue:
         explain: bool = False,
     ) -> str:
         """Queue a request whose answer goes to ``reply_to``'s list under ``key``; `QueueFull` at the bound (one round trip)."""
-        e = encode_request(key, sequences, deadline_ms, reply_to, request_id, explain)
-        args = (1, self.stream, max_backlog, e["r"], e["i"], e["a"], e["d"], e["x"], e["l"], e["t"])
-        try:  # EVALSHA straight through execute_command: the hot path skips redis-py's Script wrappers
-            entry_id = self.redis.execute_command("EVALSHA", self._enqueue.sha, *args)
-        except redis.exceptions.NoScriptError:  # a restarted (or another) Redis: load it, once
-            entry_id = self._enqueue(keys=[self.stream], args=list(args[2:]))
+        args = _request_fields(key, sequences, deadline_ms, max_backlog, reply_to, request_id, explain)
+        entry_id = self._evalsha(self._enqueue, [self.stream], args)
         if entry_id is None:
             raise QueueFull(self.stream)
         return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
@@ -165,13 +178,8 @@ class RequestQueue:
     ) -> Decision:
         """`enqueue`, charging ``charge``'s key in the same round trip: its bucket's `Decision`; `RateLimitExceeded`
         over the key's rate (nothing queued), `QueueFull` at the bound (nothing charged)."""
-        e = encode_request(key, sequences, deadline_ms, reply_to, request_id, explain)
-        keys = [self.stream, charge.bucket(self.prefix)]
-        args = [max_backlog, e["r"], e["i"], e["a"], e["d"], e["x"], e["l"], e["t"], *charge.args()]
-        try:
-            answer = self.redis.execute_command("EVALSHA", self._enqueue_charged.sha, 2, *keys, *args)
-        except redis.exceptions.NoScriptError:
-            answer = self._enqueue_charged(keys=keys, args=args)
+        args = _request_fields(key, sequences, deadline_ms, max_backlog, reply_to, request_id, explain) + charge.args()
+        answer = self._evalsha(self._enqueue_charged, [self.stream, charge.bucket(self.prefix)], args)
         if answer is None:
             raise QueueFull(self.stream)
         queued, left, wait_or_id = answer

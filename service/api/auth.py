@@ -29,7 +29,7 @@ from service import metrics
 from service.config import Settings
 from service.errors import Forbidden, RateLimited, Unauthorized, Unavailable
 from service.keys import ApiKeys, KeyFileError, parse_presented
-from service.rate_limit import Charge, RateLimiter
+from service.rate_limit import Charge, RateLimiter, RateLimitExceeded
 
 log = logging.getLogger("service.auth")
 
@@ -98,7 +98,7 @@ def take(limiter: RateLimiter, charge: Charge) -> None:
     g.rate_limit = decision
     if not decision.allowed:
         metrics.AUTH_REFUSALS.labels("rate_limited", charge.name).inc()
-        raise RateLimited(f"key {charge.name!r} is over its rate ({charge.rate_per_s:g}/s, burst {charge.burst})", decision.headers())
+        raise RateLimited(str(RateLimitExceeded(charge, decision)), decision.headers())  # as the enqueue's refusal says it
 
 
 def protects(endpoint: str | None) -> bool:
