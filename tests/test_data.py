@@ -443,3 +443,19 @@ def test_sentence_crops_are_runs_of_consecutive_whole_sentences() -> None:
         start = sentences.index(parts[0])
         assert parts == sentences[start : start + len(parts)], crop
     assert {"Alone", "Five.", "One. Two! Three?"} <= set(crops)
+
+
+def test_edge_sentences_take_the_first_or_last_sentence_of_reviews_of_two_or_more() -> None:
+    from training.sentences import edge_sentences
+
+    texts = ["A fine film with heart. The middle drags. Highly recommended to everyone.", "One sentence only, long enough.",
+             "Awful from the start to the end.<br /><br />Why?", "Plot first of all here! Then the verdict: dull and slow."]  # fmt: skip
+    labels = [1, 1, 0, 0]
+    assert edge_sentences(texts, labels, "first") == (
+        ["A fine film with heart.", "Awful from the start to the end.", "Plot first of all here!"],
+        [1, 0, 0],
+    )
+    # "Why?" is too short to judge by; a one-sentence review is no crop.
+    assert edge_sentences(texts, labels, "last") == (["Highly recommended to everyone.", "Then the verdict: dull and slow."], [1, 0])
+    with pytest.raises(ValueError):
+        edge_sentences(texts, labels, "middle")

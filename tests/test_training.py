@@ -207,3 +207,31 @@ def test_reexport_writes_the_next_version_with_the_same_weights_and_metadata(tin
     with pytest.raises(SystemExit) as exit_status:
         reexport([str(store / "7")])
     assert exit_status.value.code == 2 and "not a complete SavedModel" in capsys.readouterr().err
+
+
+def test_evaluate_scores_the_first_and_last_sentences_of_reviews_alone(tiny_model_store, tmp_path):
+    """``python -m training.evaluate --sentences``: each review's edge sentences scored on their own, by the version."""
+    import json
+    import random
+    import re
+    import subprocess
+    import sys
+
+    from tests import synthetic
+
+    rng = random.Random(5)
+    for polarity in ("pos", "neg"):
+        folder = tmp_path / "aclImdb" / "test" / polarity
+        folder.mkdir(parents=True)
+        for i in range(40):
+            ends = re.compile(r"(\.|!|\s*<br /><br />)+$")  # each review made one sentence, then two joined
+            two = [ends.sub("", synthetic.review(rng, polarity == "pos", length=12)) + "." for _ in range(2)]
+            (folder / f"{i}_{8 if polarity == 'pos' else 2}.txt").write_text(" ".join(two), encoding="utf-8")
+    (tmp_path / "aclImdb" / "train").mkdir()
+    command = [sys.executable, "-m", "training.evaluate", "--model", str(tiny_model_store / "sentiment" / "1"), "--data", str(tmp_path)]
+    result = subprocess.run([*command, "--sentences"], capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    for which in ("first", "last"):
+        assert report["sentences"][which]["n"] == 80
+        assert report["sentences"][which]["accuracy"] >= 0.9, report["sentences"]

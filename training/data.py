@@ -164,6 +164,11 @@ def load(path: Path) -> dict[str, Dataset]:
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|<br\s*/?>", re.IGNORECASE)
 
 
+def split_sentences(text: str) -> list[str]:
+    """The text's sentences (split after ``.``, ``!``, ``?`` and at ``<br />``), stripped, empty ones dropped."""
+    return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
+
+
 def sentence_crops(texts: list[str], count: int, seed: int, most_sentences: int = 3) -> list[str]:
     """``count`` runs of 1 to ``most_sentences`` consecutive sentences cut from random ``texts``.
 
@@ -173,7 +178,7 @@ def sentence_crops(texts: list[str], count: int, seed: int, most_sentences: int 
     rng = np.random.default_rng(seed)
     crops: list[str] = []
     while len(crops) < count and texts:
-        sentences = [s.strip() for s in _SENTENCE_END.split(texts[rng.integers(len(texts))]) if s and s.strip()]
+        sentences = split_sentences(texts[rng.integers(len(texts))])
         if sentences:
             n = int(rng.integers(1, most_sentences + 1))
             start = int(rng.integers(0, max(1, len(sentences) - n + 1)))

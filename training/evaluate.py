@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         help="Also train and score the linear models: the TF-IDF bigram baseline and the NB-weighted 1-3-gram teacher.",
     )
     p.add_argument("--long-texts", action="store_true", help="Compare the ways of reading long texts (head+tail, windows, whole).")
+    p.add_argument(
+        "--sentences", action="store_true", help="Also score the first and the last sentence of each review alone (training.sentences)."
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -83,13 +86,28 @@ def main(argv: list[str] | None = None) -> int:
         "long_texts": tokenizer.long_texts.as_metadata(),
         "metrics": classification_metrics(data.labels, probabilities),
     }
+    if args.sentences:
+        from training.sentences import edge_sentences
+
+        report["sentences"] = {}
+        for which in ("first", "last"):
+            texts, labels = edge_sentences(data.texts, data.labels, which)
+            report["sentences"][which] = classification_metrics(labels, score_texts(score, tokenizer, texts)[0])
     if args.long_texts:
         report["long_text_policies"] = compare_policies(score, tokenizer, data.texts, data.labels, long_over=400)
     if args.baseline:
         train = splits["train"]
-        report["baseline_tfidf_logreg"] = LinearModel(train.texts, train.labels).evaluate(data.texts, data.labels)
+        baseline = LinearModel(train.texts, train.labels)
+        report["baseline_tfidf_logreg"] = baseline.evaluate(data.texts, data.labels)
         teacher = LinearModel.teacher(train.texts, train.labels)
         report["teacher_nb_trigram_logreg"] = teacher.evaluate(data.texts, data.labels)
+        if args.sentences:
+            from training.sentences import edge_sentences
+
+            for which in ("first", "last"):
+                texts, labels = edge_sentences(data.texts, data.labels, which)
+                report["sentences"][f"{which}_teacher_nb_trigram_logreg"] = teacher.evaluate(texts, labels)
+                report["sentences"][f"{which}_baseline_tfidf_logreg"] = baseline.evaluate(texts, labels)
     print(json.dumps(report, indent=2))
     return 0
 
