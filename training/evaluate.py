@@ -5,7 +5,8 @@ Loads the artifact the way a server does (``tf.saved_model.load``, signature
 version's own policy), so it measures what production serves. ``--long-texts``
 compares the ways of reading long texts side by side (`training.long_texts`);
 run it on ``--split validation`` (the version's own held-out training groups)
-to choose one, and on the test split to report it.
+to choose one, and on the test split to report it. ``--sentences`` adds the
+sentence-level check (`training.sentences`).
 """
 
 from __future__ import annotations
@@ -86,13 +87,14 @@ def main(argv: list[str] | None = None) -> int:
         "long_texts": tokenizer.long_texts.as_metadata(),
         "metrics": classification_metrics(data.labels, probabilities),
     }
+    crops = {}
     if args.sentences:
         from training.sentences import edge_sentences
 
-        report["sentences"] = {}
-        for which in ("first", "last"):
-            texts, labels = edge_sentences(data.texts, data.labels, which)
-            report["sentences"][which] = classification_metrics(labels, score_texts(score, tokenizer, texts)[0])
+        crops = {which: edge_sentences(data.texts, data.labels, which) for which in ("first", "last")}
+        report["sentences"] = {
+            which: classification_metrics(labels, score_texts(score, tokenizer, texts)[0]) for which, (texts, labels) in crops.items()
+        }
     if args.long_texts:
         report["long_text_policies"] = compare_policies(score, tokenizer, data.texts, data.labels, long_over=400)
     if args.baseline:
@@ -101,13 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         report["baseline_tfidf_logreg"] = baseline.evaluate(data.texts, data.labels)
         teacher = LinearModel.teacher(train.texts, train.labels)
         report["teacher_nb_trigram_logreg"] = teacher.evaluate(data.texts, data.labels)
-        if args.sentences:
-            from training.sentences import edge_sentences
-
-            for which in ("first", "last"):
-                texts, labels = edge_sentences(data.texts, data.labels, which)
-                report["sentences"][f"{which}_teacher_nb_trigram_logreg"] = teacher.evaluate(texts, labels)
-                report["sentences"][f"{which}_baseline_tfidf_logreg"] = baseline.evaluate(texts, labels)
+        for which, (texts, labels) in crops.items():
+            report["sentences"][f"{which}_teacher_nb_trigram_logreg"] = teacher.evaluate(texts, labels)
+            report["sentences"][f"{which}_baseline_tfidf_logreg"] = baseline.evaluate(texts, labels)
     print(json.dumps(report, indent=2))
     return 0
 
