@@ -220,11 +220,11 @@ def test_evaluate_scores_the_first_and_last_sentences_of_reviews_alone(tiny_mode
     from tests import synthetic
 
     rng = random.Random(5)
+    ends = re.compile(r"(\.|!|\s*<br /><br />)+$")  # each synthetic review made one sentence, then two joined
     for polarity in ("pos", "neg"):
         folder = tmp_path / "aclImdb" / "test" / polarity
         folder.mkdir(parents=True)
         for i in range(40):
-            ends = re.compile(r"(\.|!|\s*<br /><br />)+$")  # each review made one sentence, then two joined
             two = [ends.sub("", synthetic.review(rng, polarity == "pos", length=12)) + "." for _ in range(2)]
             (folder / f"{i}_{8 if polarity == 'pos' else 2}.txt").write_text(" ".join(two), encoding="utf-8")
     (tmp_path / "aclImdb" / "train").mkdir()
