@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from service.tokenizer import SCHEME, Tokenizer
 from training import data as datasets
+from training.adversarial import Perturbations, PerturbedTraining
 from training.data import LABEL_NAMES, DataError, Dataset, sentence_crops
 from training.model import Architecture, BucketedBatches, build_model, pad
 from training.model_card import PROBES, write_model_card
@@ -138,17 +139,21 @@ def run(args: argparse.Namespace) -> Path:
 
     arch = Architecture(tokenizer.vocab_size, args.embedding_dim, args.lstm_units, args.bidirectional, args.dropout, pooling=args.pooling)
     model = build_model(arch, embedding_init)
+    trained = model
+    perturbations = Perturbations(args.adversarial, args.virtual_adversarial, args.epsilon)
+    if perturbations.active:
+        trained = PerturbedTraining(model, perturbations)
     learning_rate = args.learning_rate
     if args.cosine_decay:  # from the full rate down to a tenth, over all the epochs' steps
         steps = args.epochs * -(-len(train_sequences) // args.batch_size)
         learning_rate = keras.optimizers.schedules.CosineDecay(args.learning_rate, decay_steps=steps, alpha=0.1)
     accuracy = keras.metrics.MeanMetricWrapper(same_side, name="accuracy")  # soft targets count by the side of 0.5 they are on
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy", metrics=[accuracy])
+    trained.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy", metrics=[accuracy])
     train_batches = BucketedBatches(train_sequences, train_targets, args.batch_size, shuffle=True, seed=args.seed)
     validation_sequences = [e.ids for e in tokenizer.encode_batch(validation.texts)]
     validation_batches = BucketedBatches(validation_sequences, validation.labels, 256, shuffle=False, seed=args.seed)
     stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=args.patience, restore_best_weights=True)
-    history = model.fit(
+    history = trained.fit(
         train_batches.dataset(),
         validation_data=validation_batches.dataset(),
         epochs=args.epochs,
