@@ -68,6 +68,15 @@ def parser() -> argparse.ArgumentParser:
         "--word2vec-epochs", type=int, default=5, help="Epochs of word2vec pre-training for the initial embedding; 0 = random init."
     )
 
+    net.add_argument(
+        "--lm-epochs",
+        type=int,
+        default=0,
+        help="Epochs of language-model pre-training of the embedding and both LSTMs (next and previous word) on the "
+        "training and --unlabeled reviews, before the classifier trains (0 = off; needs --bidirectional).",
+    )
+    net.add_argument("--lm-length", type=int, default=100, help="Words per run the language model reads at a time.")
+
     fit = p.add_argument_group("training")
     fit.add_argument("--epochs", type=int, default=2, help="Most epochs; early stopping may end sooner.")
     fit.add_argument("--patience", type=int, default=1, help="Epochs without validation improvement before stopping.")
@@ -135,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     if "--quick" in (sys.argv[1:] if argv is None else argv):
         p.set_defaults(**QUICK)
     args = p.parse_args(argv)
+    if args.lm_epochs > 0 and not args.bidirectional:
+        p.error("--lm-epochs pre-trains the two LSTMs of a bidirectional network: drop --no-bidirectional")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("gensim").setLevel(logging.WARNING)
     from training.pipeline import run  # TensorFlow loads only once the arguments are known good

@@ -139,6 +139,15 @@ def run(args: argparse.Namespace) -> Path:
 
     arch = Architecture(tokenizer.vocab_size, args.embedding_dim, args.lstm_units, args.bidirectional, args.dropout, pooling=args.pooling)
     model = build_model(arch, embedding_init)
+    language_model = None
+    if args.lm_epochs > 0:
+        from training.language_model import pretrain
+
+        # Every review it may read: the labelled training ones and the unlabelled ones (validation and test held out).
+        reviews = [e.ids for e in tokenizer.encode_batch(train.texts + unlabeled)]
+        start = embedding_init if embedding_init is not None else model.get_layer("embedding").get_weights()[0]
+        language_model = pretrain(reviews, tokenizer.vocab_size, start, args.lstm_units, args.lm_epochs, args.seed, length=args.lm_length)
+        language_model.load_into(model)
     trained = model
     perturbations = Perturbations(args.adversarial, args.virtual_adversarial, args.epsilon)
     if perturbations.active:
@@ -197,6 +206,7 @@ def run(args: argparse.Namespace) -> Path:
             "unlabeled": str(args.unlabeled) if args.unlabeled else None,
             "distilled": len(distilled),
             "crops": len(crops),
+            "language_model_perplexity": round(language_model.perplexity, 1) if language_model else None,
         },
         "label_names": list(LABEL_NAMES),
         "decision_threshold": 0.5,
