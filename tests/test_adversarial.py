@@ -94,26 +94,16 @@ def test_the_quick_path_runs_the_whole_recipe_on_a_sample_and_explicit_options_w
     unlabeled.write_text("\n".join(synthetic.review(rng, i % 2 == 0) for i in range(300)), encoding="utf-8")
     store = tmp_path / "store"
     args = ["--quick", "--data", str(data), "--unlabeled", str(unlabeled), "--out", str(store), "--limit", "240", "--max-length", "48"]
-    args += [
-        "--embedding-dim",
-        "16",
-        "--lstm-units",
-        "8",
-        "--learning-rate",
-        "0.01",
-        "--adversarial",
-        "1",
-        "--virtual-adversarial",
-        "1",
-        "--lm-epochs",
-        "1",
-    ]
+    args += ["--embedding-dim", "16", "--lstm-units", "8", "--learning-rate", "0.01", "--lm-epochs", "1", "--calibrate"]
+    args += ["--adversarial", "1", "--virtual-adversarial", "1"]
     assert train(args) == 0
     meta = json.loads((store / "sentiment" / "1" / "metadata.json").read_text())
     used = meta["hyperparameters"]
     assert used["quick"] and used["limit"] == 240 and used["max_length"] == 48  # given explicitly: kept
     assert used["epochs"] == QUICK["epochs"] == meta["epochs_run"] and used["word2vec_epochs"] == QUICK["word2vec_epochs"]
     assert used["adversarial"] == used["virtual_adversarial"] == used["lm_epochs"] == 1
-    assert meta["dataset"]["language_model_perplexity"] > 1
+    assert meta["dataset"]["language_model_sampled_loss"] > 0 and 0.25 <= meta["temperature"] <= 4 and meta["temperature"] != 1
     assert meta["dataset"]["train"] + meta["dataset"]["validation"] == 240 and meta["dataset"]["test"] == 240
     assert meta["dataset"]["distilled"] == 300 and meta["dataset"]["crops"] == QUICK["crops"]  # all 300 unlabelled texts
+    card = (store / "sentiment" / "1" / "MODEL_CARD.md").read_text()
+    assert "pre-trained as language models" in card and "virtual adversarial (weight 1.0)" in card and "temperature" in card

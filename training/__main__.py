@@ -117,6 +117,12 @@ def parser() -> argparse.ArgumentParser:
         "--epsilon", type=float, default=1.0, help="Size of those moves over a whole text, in word-vector norms (root mean square)."
     )
     fit.add_argument(
+        "--calibrate",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="Fit a temperature for the logit on the validation split and fold it into the output layer.",
+    )
+    fit.add_argument(
         "--quick",
         action="store_true",
         help="The same recipe on a small sample (--limit 2000, one epoch of each, 1,000 distilled texts and crops), "

@@ -35,7 +35,7 @@ class PretrainedReader:
     embedding: np.ndarray
     forward: list[np.ndarray]
     backward: list[np.ndarray]
-    perplexity: float  # of the last epoch's batches, full softmax estimated by the sampled one's loss (a rough guide)
+    sampled_loss: float  # mean over the last epoch's batches and both directions; below the full softmax's cross-entropy
 
     def load_into(self, classifier: keras.Model) -> None:
         """Set ``classifier``'s (`training.model.build_model`, bidirectional) embedding and LSTM weights."""
@@ -134,4 +134,4 @@ def pretrain(
             mean_loss,
             time.perf_counter() - started,
         )
-    return PretrainedReader(embed.get_weights()[0], forward.get_weights(), backward.get_weights(), float(np.exp(mean_loss)))
+    return PretrainedReader(embed.get_weights()[0], forward.get_weights(), backward.get_weights(), mean_loss)

@@ -68,6 +68,24 @@ def _serving(meta: dict) -> str:
     return f"\n## Serving\nLong texts: {how}\n{graphs}"
 
 
+def _recipe_extras(meta: dict) -> str:
+    """The recipe's optional steps, in words (nothing for a version trained without them)."""
+    hp, parts = meta["hyperparameters"], []
+    if hp.get("lm_epochs"):
+        parts.append(
+            f"the embedding and both LSTMs pre-trained as language models (next and previous word, {hp['lm_epochs']} epoch(s)) "
+            "on the training and unlabelled reviews"
+        )
+    if hp.get("adversarial") or hp.get("virtual_adversarial"):
+        parts.append(
+            f"adversarial (weight {hp.get('adversarial', 0)}) and virtual adversarial (weight {hp.get('virtual_adversarial', 0)}) "
+            f"losses, word vectors moved {hp.get('epsilon')} root-mean-square word-vector norms per text"
+        )
+    if meta.get("temperature", 1.0) != 1.0:
+        parts.append(f"the logit divided by {meta['temperature']} (temperature fitted on the validation split), in the output layer")
+    return "\nAlso: " + "; ".join(parts) + "." if parts else ""
+
+
 def write_model_card(path: Path, meta: dict) -> Path:
     arch, tok, ds, ev = meta["architecture"], meta["tokenizer"], meta["dataset"], meta["metrics"]
     hp = meta["hyperparameters"]
@@ -117,7 +135,7 @@ how far its batch is padded. Tokenizer: `{tok["scheme"]}`, {tok["vocab_size"]} i
 Training: Adam (lr {hp["learning_rate"]}{decay}), batch {hp["batch_size"]}, {meta["epochs_run"]} epoch(s) run of at most {hp["epochs"]}
 (early stopping on validation accuracy, best weights kept), seed {hp["seed"]}; **{meta["training_seconds"]:.0f} s** of
 training (data loading, word vectors and the linear teacher included; evaluation and export take about a minute
-more) on a 2-core CPU, TensorFlow {meta["tensorflow_version"]}, Keras {meta["keras_version"]}.
+more) on a 2-core CPU, TensorFlow {meta["tensorflow_version"]}, Keras {meta["keras_version"]}.{_recipe_extras(meta)}
 
 ## Metrics
 | split | n | accuracy | ROC AUC | F1 | ECE | log loss |

@@ -176,7 +176,16 @@ def run(args: argparse.Namespace) -> Path:
 
     # Measured as the exported version will serve: long texts read by the policy it records.
     served = tokenizer.with_policy(long_text_policy(args))
-    evaluation = {"validation": classification_metrics(validation.labels, predict_probabilities(model, served, validation.texts))}
+    validation_probabilities = predict_probabilities(model, served, validation.texts)
+    temperature = 1.0
+    if args.calibrate:
+        from training.calibration import apply_temperature, fit_temperature
+
+        temperature = fit_temperature(validation.labels, validation_probabilities)
+        apply_temperature(model, temperature)
+        log.info("calibration: logits divided by %.3f (fitted on the validation split)", temperature)
+        validation_probabilities = predict_probabilities(model, served, validation.texts)
+    evaluation = {"validation": classification_metrics(validation.labels, validation_probabilities)}
     if len(test):
         evaluation["test"] = classification_metrics(test.labels, predict_probabilities(model, served, test.texts))
         # Both linear models were trained on the same texts as the LSTM (validation held out).
@@ -206,7 +215,7 @@ def run(args: argparse.Namespace) -> Path:
             "unlabeled": str(args.unlabeled) if args.unlabeled else None,
             "distilled": len(distilled),
             "crops": len(crops),
-            "language_model_perplexity": round(language_model.perplexity, 1) if language_model else None,
+            "language_model_sampled_loss": round(language_model.sampled_loss, 3) if language_model else None,
         },
         "label_names": list(LABEL_NAMES),
         "decision_threshold": 0.5,
@@ -217,6 +226,7 @@ def run(args: argparse.Namespace) -> Path:
         "epochs_run": len(history.history["loss"]),
         "history": {k: [round(float(x), 4) for x in v] for k, v in history.history.items()},
         "training_seconds": round(fit_seconds, 1),
+        "temperature": round(temperature, 4),
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
         "metrics": evaluation,
