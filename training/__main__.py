@@ -147,9 +147,10 @@ QUICK = {"limit": 2_000, "vocab_size": 8_000, "word2vec_epochs": 1, "epochs": 1,
 
 def main(argv: list[str] | None = None) -> int:
     p = parser()
-    if "--quick" in (sys.argv[1:] if argv is None else argv):
-        p.set_defaults(**QUICK)
     args = p.parse_args(argv)
+    if args.quick:  # parsed again over the quick defaults, so that options given explicitly keep their values
+        p.set_defaults(**QUICK)
+        args = p.parse_args(argv)
     if args.lm_epochs > 0 and not args.bidirectional:
         p.error("--lm-epochs pre-trains the two LSTMs of a bidirectional network: drop --no-bidirectional")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,9 +1,10 @@
 """Temperature scaling (Guo et al., ICML 2017): calibrated probabilities at no serving cost.
 
-Why: regularisers that make the network surer of its answers (adversarial
-training among them) leave its probabilities too confident; a single
-temperature ``T``, fitted on the validation split by likelihood, divides the
-logit. Dividing the output layer's weights and bias by ``T`` does the same
+Why: soft targets and regularisers change how sure the network is of its
+answers without changing which side of 0.5 they fall on (distillation plus
+adversarial training left the movie model under-confident, ``T`` = 0.86); a
+single temperature ``T``, fitted on the validation split by likelihood,
+divides the logit. Dividing the output layer's weights and bias by ``T`` does the same
 inside the network, so the exported graph, its explanations and its cost are
 unchanged, and no decision flips (the sign of the logit stays).
 """

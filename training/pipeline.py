@@ -143,8 +143,9 @@ def run(args: argparse.Namespace) -> Path:
     if args.lm_epochs > 0:
         from training.language_model import pretrain
 
-        # Every review it may read: the labelled training ones and the unlabelled ones (validation and test held out).
-        reviews = [e.ids for e in tokenizer.encode_batch(train.texts + unlabeled)]
+        # Every review it may read: the labelled training ones (already encoded, first in train_sequences) and the
+        # unlabelled ones; validation and test held out.
+        reviews = train_sequences[: len(train)] + [e.ids for e in tokenizer.encode_batch(unlabeled)]
         start = embedding_init if embedding_init is not None else model.get_layer("embedding").get_weights()[0]
         language_model = pretrain(reviews, tokenizer.vocab_size, start, args.lstm_units, args.lm_epochs, args.seed, length=args.lm_length)
         language_model.load_into(model)
