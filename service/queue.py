@@ -33,7 +33,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from service.codec import Answer, QueuedRequest, decode_request, encode_answer, encode_request
-from service.rate_limit import BUCKET_LUA, Charge, Decision, RateLimitExceeded
+from service.queue_scripts import ENQUEUE, ENQUEUE_CHARGED, STATE
+from service.rate_limit import Charge, Decision, RateLimitExceeded
 
 GROUP = "workers"
 
@@ -58,52 +59,6 @@ def connect(url: str, timeout_s: float, blocking_s: float = 0.0, max_connections
         health_check_interval=30,
         max_connections=max_connections,
     )
-
-
-# Bounded XADD: refuse, atomically, when the backlog is at its bound.
-_ENQUEUE = """
-if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return false end
-return redis.call('XADD', KEYS[1], '*', 'r', ARGV[2], 'i', ARGV[3], 'a', ARGV[4], 'd', ARGV[5], 'x', ARGV[6], 'l', ARGV[7], 't', ARGV[8])
-"""
-
-# The same, and the request's key charged first (`service.rate_limit`): KEYS[2] its bucket, ARGV[9..11] rate, burst,
-# cost. A full queue charges nothing. Returns false (full), {0, tokens x 1000, wait ms} (over the rate) or {1, tokens
-# x 1000, entry id}.
-_ENQUEUE_CHARGED = (
-    BUCKET_LUA
-    + """
-if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return false end
-local allowed, left, wait = take(KEYS[2], tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]))
-if allowed == 0 then return {0, left, wait} end
-local id = redis.call('XADD', KEYS[1], '*', 'r', ARGV[2], 'i', ARGV[3], 'a', ARGV[4], 'd', ARGV[5], 'x', ARGV[6],
-  'l', ARGV[7], 't', ARGV[8])
-return {1, left, id}
-"""
-)
-
-# The queue's state for /metrics, in one round trip: backlog, entries delivered and not yet answered,
-# age of the oldest entry no worker has taken (entries after the group's last delivered id), live workers.
-_STATE = """
-local backlog = redis.call('XLEN', KEYS[1])
-local pending, last = 0, '0-0'
-local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
-if ok then
-  for _, group in ipairs(groups) do
-    local info = {}
-    for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
-    if info['name'] == ARGV[1] then pending, last = info['pending'], info['last-delivered-id'] end
-  end
-end
-local age_ms = 0
-local oldest = redis.call('XRANGE', KEYS[1], '(' .. last, '+', 'COUNT', 1)
-if #oldest > 0 then
-  local now = redis.call('TIME')
-  local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-  age_ms = math.max(now_ms - tonumber(string.match(oldest[1][1], '^(%d+)')), 0)
-end
-local live = redis.call('ZCOUNT', KEYS[2], ARGV[2], '+inf')
-return {backlog, pending, age_ms, live}
-"""
 
 
 def _request_fields(
@@ -131,9 +86,9 @@ class RequestQueue:
         self.prefix = prefix
         self.stream = self.stream_key_format.format(prefix=prefix, name=model_name, version=model_version)
         self.workers_key = self.workers_key_format.format(prefix=prefix, name=model_name, version=model_version)
-        self._enqueue = connection.register_script(_ENQUEUE)
-        self._enqueue_charged = connection.register_script(_ENQUEUE_CHARGED)
-        self._state = connection.register_script(_STATE)
+        self._enqueue = connection.register_script(ENQUEUE)
+        self._enqueue_charged = connection.register_script(ENQUEUE_CHARGED)
+        self._state = connection.register_script(STATE)
 
     def _evalsha(self, script, keys: list[str], args: list) -> object:
         """Run a registered script: EVALSHA straight through execute_command (the hot path skips redis-py's Script

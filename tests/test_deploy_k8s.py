@@ -581,7 +581,7 @@ def test_each_role_uses_its_own_redis_user_from_the_secret(objects):
 
 def test_the_example_acl_file_is_the_command_lines_for_this_prefix_and_redis():
     """secret.example.yaml's users.acl is what ``python -m service.redis_acl --placeholder`` prints for the ConfigMap's
-    prefix and the Redis image's version: the rules of service/redis_acl.py, as they are today."""
+    prefix and the Redis image's version: the rules of service/redis_acl/, as they are today."""
     objects = render("cpu")
     prefix = one(objects, "ConfigMap", "sentiment-config")["data"]["SENTIMENT_REDIS_KEY_PREFIX"]
     image = container(one(objects, "StatefulSet", "redis"))["image"]

@@ -1,4 +1,4 @@
-"""The Redis users of service/redis_acl.py, against real redis-server processes: each role does its own work through
+"""The Redis users of service/redis_acl/, against real redis-server processes: each role does its own work through
 the service's real code (service/queue.py), and is refused the others' work, dangerous commands and other prefixes."""
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def test_each_role_does_its_own_work_through_the_real_code(roles):
 
     taken = worker.read("w-dead", count=1, block_ms=None)  # a worker takes k1, then dies
     assert [r.key for r in taken] == ["k1"]
-    state = api.state(3)  # _STATE: XLEN, XINFO GROUPS (in a pcall: a refusal would read as 0), XRANGE, TIME, ZCOUNT
+    state = api.state(3)  # STATE: XLEN, XINFO GROUPS (in a pcall: a refusal would read as 0), XRANGE, TIME, ZCOUNT
     assert state["queue_backlog"] == 3 and state["queue_pending"] == 1 and state["live_workers"] == 1
     assert state["queue_oldest_waiting_age_seconds"] >= 0
 

@@ -100,6 +100,13 @@ def parser() -> argparse.ArgumentParser:
         "as targets: short inputs, as callers send them (0 = off).",
     )
     fit.add_argument(
+        "--teacher-model",
+        type=Path,
+        action="append",
+        help="An exported two-label version (e.g. model_store/sentiment/3) whose logits are averaged with the linear "
+        "teacher's for the --distill and --crops targets: a stronger teacher than either. Repeat it for several.",
+    )
+    fit.add_argument(
         "--adversarial",
         type=float,
         default=0.0,

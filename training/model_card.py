@@ -76,6 +76,9 @@ def _recipe_extras(meta: dict) -> str:
             f"the embedding and both LSTMs pre-trained as language models (next and previous word, {hp['lm_epochs']} epoch(s)) "
             "on the training and unlabelled reviews"
         )
+    if hp.get("teacher_model"):
+        versions = ", ".join(map(str, hp["teacher_model"]))
+        parts.append(f"the linear teacher's logits averaged with those of the exported version(s) {versions} for the distillation targets")
     if hp.get("adversarial") or hp.get("virtual_adversarial"):
         parts.append(
             f"adversarial (weight {hp.get('adversarial', 0)}) and virtual adversarial (weight {hp.get('virtual_adversarial', 0)}) "

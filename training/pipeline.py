@@ -86,6 +86,13 @@ def same_side(targets: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.equal(tf.reshape(targets, [-1]) >= 0.5, tf.reshape(probabilities, [-1]) >= 0.5), tf.float32)
 
 
+def _as_json(value):
+    """An option's value as metadata.json holds it: paths (alone or in a list) as strings."""
+    if isinstance(value, list):
+        return [_as_json(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
 def run(args: argparse.Namespace) -> Path:
     from training.metrics import LinearModel, classification_metrics
 
@@ -130,7 +137,13 @@ def run(args: argparse.Namespace) -> Path:
         distilled = [unlabeled[i] for i in np.random.default_rng(args.seed).permutation(len(unlabeled))[: args.distill]]
         crops = sentence_crops(unlabeled, args.crops, args.seed)
         train_sequences += [e.ids for e in tokenizer.encode_batch(distilled + crops)]
-        train_targets += teacher.predict_proba(distilled + crops).tolist()
+        targets = teacher.predict_proba(distilled + crops)
+        if args.teacher_model:
+            from training.ensemble_teacher import mean_logit, version_probabilities
+
+            targets = mean_logit(targets, *(version_probabilities(path, distilled + crops) for path in args.teacher_model))
+            log.info("teacher: the linear model and %s, logits averaged", ", ".join(map(str, args.teacher_model)))
+        train_targets += targets.tolist()
         log.info(
             "distillation: %d unlabelled texts, %d runs of 1-3 of their sentences; the teacher's probabilities as targets",
             len(distilled),
@@ -223,7 +236,7 @@ def run(args: argparse.Namespace) -> Path:
         "vocab_size": tokenizer.vocab_size,
         "tokenizer": {**tokenizer.config(), "scheme": SCHEME},
         "architecture": arch.__dict__,
-        "hyperparameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "hyperparameters": {k: _as_json(v) for k, v in vars(args).items()},
         "epochs_run": len(history.history["loss"]),
         "history": {k: [round(float(x), 4) for x in v] for k, v in history.history.items()},
         "training_seconds": round(fit_seconds, 1),

@@ -1,0 +1,54 @@
+"""The ensemble teacher of ``--teacher-model`` (`training.ensemble_teacher`): a linear model and an exported version."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from tests import synthetic
+from training.ensemble_teacher import mean_logit, version_probabilities
+
+
+def test_the_mean_logit_of_two_models_is_the_sigmoid_of_their_average_logit():
+    a, b = np.array([0.9, 0.2, 0.5]), np.array([0.5, 0.2, 0.1])
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    expected = 1 / (1 + np.exp(-(logit(a) + logit(b)) / 2))
+    np.testing.assert_allclose(mean_logit(a, b), expected, rtol=1e-9)
+    assert mean_logit(np.array([0.0]), np.array([1.0]))[0] == pytest.approx(0.5)  # certainties clipped, not infinite
+
+
+def test_a_version_scores_texts_alike_in_any_batch_and_tells_the_classes_apart(tiny_model_store):
+    rng = random.Random(5)
+    texts = [synthetic.review(rng, i % 2 == 0) for i in range(40)] + ["", "<br />"]
+    version = tiny_model_store / "sentiment" / "1"
+    whole = version_probabilities(version, texts)
+    np.testing.assert_allclose(version_probabilities(version, texts, batch_size=7), whole, atol=1e-6)
+    assert whole.shape == (42,) and ((whole >= 0) & (whole <= 1)).all()
+    labels = np.array([i % 2 == 0 for i in range(40)])
+    assert ((whole[:40] >= 0.5) == labels).mean() >= 0.9
+
+
+def test_training_with_a_teacher_version_uses_and_records_it(tiny_model_store, tmp_path, caplog):
+    import logging
+
+    from training.__main__ import main as train
+
+    data = synthetic.write_imdb_folder(tmp_path / "data", per_class=150)
+    unlabeled = tmp_path / "unlabeled.txt"
+    rng = random.Random(3)
+    unlabeled.write_text("\n".join(synthetic.review(rng, i % 2 == 0) for i in range(100)), encoding="utf-8")
+    teacher = tiny_model_store / "sentiment" / "1"
+    args = ["--quick", "--data", str(data), "--unlabeled", str(unlabeled), "--out", str(tmp_path / "store"), "--max-length", "48"]
+    args += ["--embedding-dim", "8", "--lstm-units", "4", "--teacher-model", str(teacher), "--no-baseline"]
+    with caplog.at_level(logging.INFO, logger="training"):
+        assert train(args) == 0
+    assert f"teacher: the linear model and {teacher}, logits averaged" in caplog.text
+    version = tmp_path / "store" / "sentiment" / "1"
+    meta = json.loads((version / "metadata.json").read_text())
+    assert meta["hyperparameters"]["teacher_model"] == [str(teacher)] and meta["dataset"]["distilled"] == 100
+    assert f"exported version(s) {teacher} for" in (version / "MODEL_CARD.md").read_text()
