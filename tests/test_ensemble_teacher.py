@@ -52,3 +52,19 @@ def test_training_with_a_teacher_version_uses_and_records_it(tiny_model_store, t
     meta = json.loads((version / "metadata.json").read_text())
     assert meta["hyperparameters"]["teacher_model"] == [str(teacher)] and meta["dataset"]["distilled"] == 100
     assert f"exported version(s) {teacher} for" in (version / "MODEL_CARD.md").read_text()
+
+
+def test_a_teacher_that_is_not_an_exported_version_is_refused_before_training(tmp_path, capsys):
+    from training.__main__ import main as train
+
+    with pytest.raises(SystemExit) as stop:
+        train(["--quick", "--data", str(tmp_path), "--teacher-model", str(tmp_path / "nowhere")])
+    assert stop.value.code == 2 and "not an exported version" in capsys.readouterr().err
+
+
+def test_a_teacher_of_more_than_two_labels_is_refused():
+    from service.config import ROOT
+    from training.data import DataError
+
+    with pytest.raises(DataError, match="two-label version"):
+        version_probabilities(ROOT / "model_store" / "tweets" / "1", ["a text"])

@@ -158,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:  # parsed again over the quick defaults, so that options given explicitly keep their values
         p.set_defaults(**QUICK)
         args = p.parse_args(argv)
+    for teacher in args.teacher_model or ():
+        if not (teacher / "saved_model.pb").is_file():
+            p.error(f"--teacher-model {teacher}: not an exported version (no saved_model.pb)")
     if args.lm_epochs > 0 and not args.bidirectional:
         p.error("--lm-epochs pre-trains the two LSTMs of a bidirectional network: drop --no-bidirectional")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

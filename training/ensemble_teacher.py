@@ -16,12 +16,14 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from training.data import DataError
+
 
 def version_probabilities(version_dir: Path, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
     """P(positive) of every text by the exported two-label version at ``version_dir``."""
     predict_text = tf.saved_model.load(str(version_dir)).signatures["predict_text"]
     if "probability" not in predict_text.structured_outputs:
-        raise ValueError(f"{version_dir}: a teacher must be a two-label version (its predict_text gives 'probability')")
+        raise DataError(f"{version_dir}: a teacher must be a two-label version (its predict_text gives 'probability')")
     batches = (list(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size))
     out = [predict_text(texts=tf.constant(batch))["probability"].numpy() for batch in batches]
     return np.concatenate(out) if out else np.zeros(0, dtype="float32")
