@@ -80,8 +80,9 @@ def test_training_with_both_losses_learns_and_leaves_its_weights_in_the_classifi
     assert not np.allclose(classifier.get_layer("embedding").embeddings.numpy(), before)
 
 
-def test_the_quick_path_runs_the_whole_recipe_on_a_sample_and_explicit_options_win(tmp_path):
+def test_the_quick_path_runs_the_whole_recipe_on_a_sample_and_explicit_options_win(tmp_path, tiny_model_store, caplog):
     import json
+    import logging
     import random
 
     from tests import synthetic
@@ -95,8 +96,11 @@ def test_the_quick_path_runs_the_whole_recipe_on_a_sample_and_explicit_options_w
     store = tmp_path / "store"
     args = ["--quick", "--data", str(data), "--unlabeled", str(unlabeled), "--out", str(store), "--limit", "240", "--max-length", "48"]
     args += ["--embedding-dim", "16", "--lstm-units", "8", "--learning-rate", "0.01", "--lm-epochs", "1", "--calibrate"]
-    args += ["--adversarial", "1", "--virtual-adversarial", "1"]
-    assert train(args) == 0
+    teacher = tiny_model_store / "sentiment" / "1"  # a second teacher beside the linear one (--teacher-model)
+    args += ["--adversarial", "1", "--virtual-adversarial", "1", "--teacher-model", str(teacher)]
+    with caplog.at_level(logging.INFO, logger="training"):
+        assert train(args) == 0
+    assert f"teacher: the linear model and {teacher}, logits averaged" in caplog.text
     meta = json.loads((store / "sentiment" / "1" / "metadata.json").read_text())
     used = meta["hyperparameters"]
     assert used["quick"] and used["limit"] == 240 and used["max_length"] == 48  # given explicitly: kept
@@ -106,4 +110,5 @@ def test_the_quick_path_runs_the_whole_recipe_on_a_sample_and_explicit_options_w
     assert meta["dataset"]["train"] + meta["dataset"]["validation"] == 240 and meta["dataset"]["test"] == 240
     assert meta["dataset"]["distilled"] == 300 and meta["dataset"]["crops"] == QUICK["crops"]  # all 300 unlabelled texts
     card = (store / "sentiment" / "1" / "MODEL_CARD.md").read_text()
+    assert used["teacher_model"] == [str(teacher)] and f"exported version(s) {teacher} for" in card
     assert "pre-trained as language models" in card and "virtual adversarial (weight 1.0)" in card and "temperature" in card

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 
 import numpy as np
@@ -31,27 +30,6 @@ def test_a_version_scores_texts_alike_in_any_batch_and_tells_the_classes_apart(t
     assert whole.shape == (42,) and ((whole >= 0) & (whole <= 1)).all()
     labels = np.array([i % 2 == 0 for i in range(40)])
     assert ((whole[:40] >= 0.5) == labels).mean() >= 0.9
-
-
-def test_training_with_a_teacher_version_uses_and_records_it(tiny_model_store, tmp_path, caplog):
-    import logging
-
-    from training.__main__ import main as train
-
-    data = synthetic.write_imdb_folder(tmp_path / "data", per_class=150)
-    unlabeled = tmp_path / "unlabeled.txt"
-    rng = random.Random(3)
-    unlabeled.write_text("\n".join(synthetic.review(rng, i % 2 == 0) for i in range(100)), encoding="utf-8")
-    teacher = tiny_model_store / "sentiment" / "1"
-    args = ["--quick", "--data", str(data), "--unlabeled", str(unlabeled), "--out", str(tmp_path / "store"), "--max-length", "48"]
-    args += ["--embedding-dim", "8", "--lstm-units", "4", "--teacher-model", str(teacher), "--no-baseline"]
-    with caplog.at_level(logging.INFO, logger="training"):
-        assert train(args) == 0
-    assert f"teacher: the linear model and {teacher}, logits averaged" in caplog.text
-    version = tmp_path / "store" / "sentiment" / "1"
-    meta = json.loads((version / "metadata.json").read_text())
-    assert meta["hyperparameters"]["teacher_model"] == [str(teacher)] and meta["dataset"]["distilled"] == 100
-    assert f"exported version(s) {teacher} for" in (version / "MODEL_CARD.md").read_text()
 
 
 def test_a_teacher_that_is_not_an_exported_version_is_refused_before_training(tmp_path, capsys):
