@@ -36,8 +36,16 @@ def test_a_teacher_that_is_not_an_exported_version_is_refused_before_training(tm
     from training.__main__ import main as train
 
     with pytest.raises(SystemExit) as stop:
-        train(["--quick", "--data", str(tmp_path), "--teacher-model", str(tmp_path / "nowhere")])
+        train(["--quick", "--data", str(tmp_path), "--unlabeled", str(tmp_path), "--teacher-model", str(tmp_path / "nowhere")])
     assert stop.value.code == 2 and "not an exported version" in capsys.readouterr().err
+
+
+def test_a_teacher_without_texts_to_label_is_refused(tiny_model_store, tmp_path, capsys):
+    from training.__main__ import main as train
+
+    with pytest.raises(SystemExit) as stop:
+        train(["--quick", "--data", str(tmp_path), "--teacher-model", str(tiny_model_store / "sentiment" / "1")])
+    assert stop.value.code == 2 and "needs --unlabeled" in capsys.readouterr().err
 
 
 def test_a_teacher_of_more_than_two_labels_is_refused():

@@ -104,7 +104,7 @@ def parser() -> argparse.ArgumentParser:
         type=Path,
         action="append",
         help="An exported two-label version (e.g. model_store/sentiment/3) whose logits are averaged with the linear "
-        "teacher's for the --distill and --crops targets: a stronger teacher than either. Repeat it for several.",
+        "teacher's for the --distill and --crops targets (docs/model.md: what it gave). Repeat it for several.",
     )
     fit.add_argument(
         "--adversarial",
@@ -158,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:  # parsed again over the quick defaults, so that options given explicitly keep their values
         p.set_defaults(**QUICK)
         args = p.parse_args(argv)
+    if args.teacher_model and not (args.unlabeled and (args.distill or args.crops)):
+        p.error("--teacher-model labels the --distill and --crops texts: it needs --unlabeled and one of them")
     for teacher in args.teacher_model or ():
         if not (teacher / "saved_model.pb").is_file():
             p.error(f"--teacher-model {teacher}: not an exported version (no saved_model.pb)")
