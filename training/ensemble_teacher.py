@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from training.calibration import logits_of
 from training.data import DataError
 
 
@@ -32,6 +33,5 @@ def version_probabilities(version_dir: Path, texts: Sequence[str], batch_size: i
 
 def mean_logit(*probabilities: np.ndarray) -> np.ndarray:
     """The sigmoid of the mean of the models' logits, text by text."""
-    clipped = [np.clip(np.asarray(p, dtype="float64"), 1e-7, 1 - 1e-7) for p in probabilities]
-    logits = np.mean([np.log(p / (1 - p)) for p in clipped], axis=0)
+    logits = np.mean([logits_of(p) for p in probabilities], axis=0)
     return 1 / (1 + np.exp(-logits))
