@@ -10,6 +10,8 @@ PEERS ?=
 BENCH_ARGS ?=
 NAME ?=
 FINETUNE_ARGS ?=
+# pytest processes (pytest-xdist), a test module each at a time: the suite mostly waits on servers it starts.
+TEST_WORKERS ?= 2
 
 .PHONY: run test test-quick lint docs train finetune evaluate bench bench-recovery clean
 
@@ -34,13 +36,13 @@ test: $(VENV)/.dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 ## Everything but the slow end-to-end tests (browser, Prometheus, schemathesis, committed model served): while working.
 test-quick: $(VENV)/.dev
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 lint: $(VENV)/.dev
 	$(PY) -m ruff check .

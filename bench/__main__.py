@@ -271,6 +271,26 @@ def key_check_alone(calls: int = 5000) -> dict:
     return out
 
 
+def request_limit_alone(calls: int = 50_000) -> dict:
+    """What the API's request limit (service/api/concurrency.py) costs per request, in CPU microseconds: a slot
+    taken and given back around a WSGI app that answers at once, against that app alone."""
+    from service.api.concurrency import ConcurrencyLimit
+
+    def answer(environ, start_response):
+        return [b""]
+
+    limited = ConcurrencyLimit(answer, 256)
+    environ = {"PATH_INFO": "/predict"}
+
+    def cpu_us(app) -> float:
+        started = time.process_time()
+        for _ in range(calls):
+            app(environ, None)
+        return (time.process_time() - started) / calls * 1e6
+
+    return {"request_limit_us": cpu_us(limited) - cpu_us(answer)}
+
+
 def spawn(command: list[str], env: dict[str, str], log) -> subprocess.Popen:
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
 
@@ -411,6 +431,7 @@ def main() -> int:
     texts = load_reviews(args.data, args.reviews, seed=0)
     alone = model_alone(texts)
     alone.update(key_check_alone())
+    alone.update(request_limit_alone())
     work = Path(tempfile.mkdtemp(prefix="sentiment-bench-"))
     log = open(work / "servers.log", "wb")  # noqa: SIM115 - closed in finally
     started: list[Design] = []
@@ -520,6 +541,8 @@ def report(results: dict[str, list[dict]], labels: dict[str, str], alone: dict, 
         f"charging its token bucket in the enqueue's round trip {alone['bucket_charged_us']:+.1f} us "
         f"(in a round trip of its own it would cost {alone['bucket_own_trip_us']:.1f} us); "
         f"together {(alone['key_check_us'] + alone['bucket_charged_us']) / 1000:.3f} ms.",
+        "",
+        f"The request limit alone (a place taken and given back, API process CPU per request): {alone['request_limit_us']:.2f} us.",
     ]
     return "\n".join(lines)
 

@@ -131,7 +131,13 @@ class Settings(BaseSettings):
     no OS thread, no switch through the kernel; the default) or ``gthread`` OS threads."""
 
     api_concurrency: int = Field(256, ge=1)
-    """Requests each API process serves at once (gevent's connections, or gthread's threads)."""
+    """Requests each API process serves at once (gthread: its threads); more wait for a place. The probes and the
+    metrics are always answered."""
+
+    api_connections: int = Field(1000, ge=1)
+    """Client connections each API process holds open, idle keep-alive ones included (gunicorn's
+    ``worker_connections``); apart from the requests at once, so that callers' connection pools do not keep new
+    callers out."""
 
     max_loaded_versions: int = Field(4, ge=1)
     """Most model versions one worker holds at once (each costs its weights and compiled programs in memory);

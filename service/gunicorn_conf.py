@@ -29,8 +29,8 @@ from service.logs import formatter  # noqa: E402
 bind = f"{_settings.host}:{os.environ.get('PORT', '8000')}"
 workers = _settings.api_processes
 worker_class = _settings.api_worker_class
-threads = _settings.api_concurrency  # gthread
-worker_connections = _settings.api_concurrency  # gevent
+threads = _settings.api_concurrency  # gthread; under gevent the app bounds its requests (service/api/concurrency.py)
+worker_connections = _settings.api_connections  # open connections, idle keep-alive included
 backlog = 2048
 keepalive = 5
 timeout = 30

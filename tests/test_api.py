@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
@@ -228,6 +229,30 @@ def test_concurrent_clients_get_their_own_answers(service, tiny_model_store):
         for j, prediction in zip(group, predictions, strict=True):
             assert prediction["score"] == pytest.approx(float(expected[j]), abs=1e-4), texts[j]
             assert prediction["tokens"] == len(texts[j].split())
+
+
+def test_idle_keep_alive_connections_beyond_the_request_limit_keep_no_caller_out(service):
+    """Callers' connection pools hold more idle keep-alive connections than the process serves requests at once
+    (SENTIMENT_API_CONCURRENCY is 32 here): a new caller is still answered at once, and the idle connections stay
+    open. Were connections the request limit, the new caller would wait until gunicorn closed idle ones (5 s)."""
+    host, port = service.url.removeprefix("http://").split(":")
+    pooled = [http.client.HTTPConnection(host, int(port), timeout=3) for _ in range(48)]
+    try:
+        for connection in pooled:
+            connection.request("GET", "/healthz")
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 200 and not response.will_close
+        answer = requests.post(f"{service.url}/predict", json={"text": "great"}, timeout=3)
+        assert answer.status_code == 200, answer.text
+        for connection in pooled:  # reused: none was closed to make room
+            connection.request("GET", "/healthz")
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 200
+    finally:
+        for connection in pooled:
+            connection.close()
 
 
 # --- deadlines and back-pressure: a frozen worker ------------------------------------

@@ -28,7 +28,8 @@ LABELS = ["negative", "neutral", "positive"]
 def served(module_redis, tiny_two_models, tmp_path_factory):
     config = tmp_path_factory.mktemp("config") / "models.yaml"
     config.write_text("models: {sentiment: {latest: 1}, tweets: {latest: 1}}\n")
-    svc = Service(module_redis.url, tiny_two_models, settings={"SENTIMENT_MODEL_CONFIG": str(config)})
+    settings = {"SENTIMENT_MODEL_CONFIG": str(config), "SENTIMENT_MAX_BATCH_SIZE": "16"}  # warm-up: 6 buckets of 12
+    svc = Service(module_redis.url, tiny_two_models, settings=settings)
     with svc.running():
         yield svc
 

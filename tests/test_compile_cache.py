@@ -16,26 +16,30 @@ from service.config import ROOT
 from service.worker import compile_cache
 from tests.helpers import child_env
 
-# What a worker does at start, up to serving: cache, TensorFlow, load, warm-up; then scores fixed sequences.
+# What a worker does at start, up to serving: cache, TensorFlow, load, warm-up; then scores fixed sequences. One
+# process loads the versions given one after the other, as a worker of several versions does.
 WARM_AND_SCORE = """
 import json, sys
 from pathlib import Path
 from service.worker import compile_cache
 folder = compile_cache.configure(sys.argv[1])
-before = compile_cache.entries(folder)
 from service.worker.model import SentimentModel, configure_devices
 from service.model_store import resolve
-model = SentimentModel(resolve(Path(sys.argv[2]), int(sys.argv[3])), configure_devices(1))
-model.warm_up(16)
-scores = model.predict([[5, 6, 7, 8], [9, 10, 11, 12, 13, 14], [20, 21]]).tolist()
-print(json.dumps({"folder": str(folder), "compiled": compile_cache.entries(folder) - before, "scores": scores}))
+device = configure_devices(1)
+for version in sys.argv[3:]:
+    before = compile_cache.entries(folder)
+    model = SentimentModel(resolve(Path(sys.argv[2]), int(version)), device)
+    model.warm_up(16)
+    scores = model.predict([[5, 6, 7, 8], [9, 10, 11, 12, 13, 14], [20, 21]]).tolist()
+    print(json.dumps({"folder": str(folder), "compiled": compile_cache.entries(folder) - before, "scores": scores}))
 """
 
 
-def warm_and_score(cache_root: Path | str, model_dir: Path, version: int) -> dict:
+def warm_and_score(cache_root: Path | str, model_dir: Path, *versions: int) -> list[dict]:
+    """What one new process that loads ``versions`` in turn compiled for each, and its scores."""
     env = child_env(PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
     run = subprocess.run(
-        [sys.executable, "-c", WARM_AND_SCORE, str(cache_root), str(model_dir), str(version)],
+        [sys.executable, "-c", WARM_AND_SCORE, str(cache_root), str(model_dir), *map(str, versions)],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -43,7 +47,7 @@ def warm_and_score(cache_root: Path | str, model_dir: Path, version: int) -> dic
         timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    return [json.loads(line) for line in run.stdout.strip().splitlines()[-len(versions) :]]
 
 
 # --- the folder and the flag -------------------------------------------------------------------
@@ -111,22 +115,18 @@ def store_of_three(tiny_two_versions, tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_programs_are_shared_by_the_same_graph_only_and_never_stale(store_of_three, tmp_path):
     cache = tmp_path / "cache"
-    first = warm_and_score(cache, store_of_three, 1)
+    [first] = warm_and_score(cache, store_of_three, 1)
     assert first["compiled"] > 0 and Path(first["folder"]).parent == cache
 
-    # The same graph with other weights, exported apart: programs of its own (an export's functions have names of
-    # their own, part of the key), and its scores are its own, as without any cache.
-    same_graph = warm_and_score(cache, store_of_three, 2)
-    assert same_graph["compiled"] > 0
-    uncached = warm_and_score("", store_of_three, 2)
-    assert uncached["folder"] == "None" and uncached["compiled"] == 0
-    assert same_graph["scores"] == pytest.approx(uncached["scores"], abs=1e-6)
+    # Another process: the same graph with other weights, exported apart, has programs of its own (an export's
+    # functions have names of their own, part of the key); so has another graph. Each scores as without any cache.
+    same_graph, other_graph = warm_and_score(cache, store_of_three, 2, 3)
+    assert same_graph["compiled"] > 0 and other_graph["compiled"] > 0
+    uncached = warm_and_score("", store_of_three, 2, 3)
+    assert [u["folder"] for u in uncached] == ["None", "None"] and [u["compiled"] for u in uncached] == [0, 0]
+    assert same_graph["scores"] == pytest.approx(uncached[0]["scores"], abs=1e-6)
+    assert other_graph["scores"] == pytest.approx(uncached[1]["scores"], abs=1e-6)
     assert same_graph["scores"] != pytest.approx(first["scores"], abs=1e-3)
 
-    # Another graph compiles programs of its own, and scores as it does without a cache.
-    other_graph = warm_and_score(cache, store_of_three, 3)
-    assert other_graph["compiled"] > 0
-    assert other_graph["scores"] == pytest.approx(warm_and_score("", store_of_three, 3)["scores"], abs=1e-6)
-
     # A restart of any of them compiles nothing.
-    assert [warm_and_score(cache, store_of_three, v)["compiled"] for v in (1, 3)] == [0, 0]
+    assert [run["compiled"] for run in warm_and_score(cache, store_of_three, 1, 3)] == [0, 0]

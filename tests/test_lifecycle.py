@@ -12,6 +12,7 @@ import re
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -59,13 +60,15 @@ class DefaultLoad:
 
 
 def default_versions(service: Service, n: int) -> list[int]:
-    """The versions that answered ``n`` default requests, each with a request id of its own."""
-    versions = []
-    for _ in range(n):
+    """The versions that answered ``n`` default requests, each with a request id of its own, four at a time."""
+
+    def version_of_one(_: int) -> int:
         response = service.predict({"text": "great superb film"}, headers={"X-Request-ID": uuid.uuid4().hex})
         assert response.status_code == 200, response.text
-        versions.append(response.json()["model"]["version"])
-    return versions
+        return response.json()["model"]["version"]
+
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(version_of_one, range(n)))
 
 
 def states(service: Service) -> dict[int, str]:
@@ -82,7 +85,12 @@ def metric_sum(service: Service, pattern: str) -> float:
 def lifecycle(redis_server, tiny_two_versions, tmp_path):
     config = tmp_path / "models.yaml"
     config.write_text("models:\n  sentiment:\n    versions: [1]\n")
-    settings = {"SENTIMENT_MODEL_CONFIG": str(config), "SENTIMENT_UNLOAD_GRACE_S": "1", "SENTIMENT_LOG_LEVEL": "INFO"}
+    settings = {
+        "SENTIMENT_MODEL_CONFIG": str(config),
+        "SENTIMENT_UNLOAD_GRACE_S": "1",
+        "SENTIMENT_LOG_LEVEL": "INFO",
+        "SENTIMENT_MAX_BATCH_SIZE": "16",  # batches of 16 at most: a version's warm-up compiles 6 buckets of 12
+    }
     svc = Service(redis_server.url, tiny_two_versions, settings=settings, api_processes=2, log_dir=tmp_path)
     svc.start_api()
     svc.start_worker(wait_ready=False)

@@ -16,6 +16,7 @@ from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
 from service.api import auth, demo, docs, health, hooks, openapi, protocols
+from service.api.concurrency import ConcurrencyLimit
 from service.api.responses import error_response
 from service.config import Settings, load_settings
 from service.errors import ServiceError
@@ -85,5 +86,6 @@ def create_app(settings: Settings | None = None) -> Flask:
         log.exception("unhandled error")
         return error_response(500, "internal", "internal error; the request id is in the response headers")
 
+    app.wsgi_app = ConcurrencyLimit(app.wsgi_app, settings.api_concurrency)
     log.info("API serving %s", describe(config), extra={"reply_to": listener.reply_to})
     return app
