@@ -1,4 +1,5 @@
-"""The API's request limit, apart from its connections (service/api/concurrency.py), on a WSGI app of threads."""
+"""The API's request limit, apart from its connections (service/api/concurrency.py): on a WSGI app of threads, and
+in the real API under gunicorn's gevent worker."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from service.api.concurrency import ConcurrencyLimit
+from tests.helpers import Service
 
 
 class HeldApp:
@@ -66,3 +68,15 @@ def test_probes_and_metrics_are_answered_while_every_place_is_taken(path):
 def test_a_limit_below_one_is_refused():
     with pytest.raises(ValueError, match="at least 1"):
         ConcurrencyLimit(HeldApp(), 0)
+
+
+@pytest.mark.slow
+def test_under_gevent_a_request_waiting_for_a_place_lets_the_one_in_service_finish(redis_server, tiny_model_store):
+    """One place, eight callers at once, under gunicorn's gevent worker (the default): the wait for a place must
+    yield to the greenlet in service, which waits on Redis for its result. A wait that held the process' OS thread
+    would deadlock it until gunicorn's timeout killed it."""
+    service = Service(redis_server.url, tiny_model_store, settings={"SENTIMENT_API_CONCURRENCY": "1"})
+    with service.running(), ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda i: service.predict({"text": f"great film number {i}"}, timeout=20), range(8)))
+        assert [a.status_code for a in answers] == [200] * 8, [a.text for a in answers]
+        assert service.api.poll() is None
