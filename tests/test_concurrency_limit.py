@@ -11,6 +11,8 @@ import pytest
 from service.api.concurrency import ConcurrencyLimit
 from tests.helpers import Service
 
+PROBES = ("/healthz", "/readyz", "/metrics")
+
 
 class HeldApp:
     """A WSGI app whose requests stay in service until released; counts how many are in at once."""
@@ -53,10 +55,10 @@ def test_requests_beyond_the_limit_wait_for_a_place_and_all_are_answered():
     assert held.most_inside == 2
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+@pytest.mark.parametrize("path", PROBES)
 def test_probes_and_metrics_are_answered_while_every_place_is_taken(path):
     held = HeldApp()
-    limited = ConcurrencyLimit(held, 1)
+    limited = ConcurrencyLimit(held, 1, uncounted_paths=PROBES)
     with ThreadPoolExecutor(1) as pool:
         busy = pool.submit(call, limited, "/predict")
         assert held.entered.acquire(timeout=10)

@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         log.exception("unhandled error")
         return error_response(500, "internal", "internal error; the request id is in the response headers")
 
-    app.wsgi_app = ConcurrencyLimit(app.wsgi_app, settings.api_concurrency)
+    probes = [rule.rule for rule in app.url_map.iter_rules() if rule.endpoint.startswith(f"{health.bp.name}.")]
+    app.wsgi_app = ConcurrencyLimit(app.wsgi_app, settings.api_concurrency, uncounted_paths=probes)
     log.info("API serving %s", describe(config), extra={"reply_to": listener.reply_to})
     return app

@@ -8,8 +8,9 @@ wait, accepted by no one, until an idle connection timed out (gunicorn's
 (``SENTIMENT_API_CONNECTIONS``), and requests are bounded here, around the
 application: under gevent a greenlet waits for a slot without an OS thread.
 
-The probes and the metrics take no slot: a saturated process still answers its
-orchestrator and its scraper, instead of being restarted for being busy.
+The probes and the metrics (the paths given as uncounted: the health blueprint's)
+take no slot: a saturated process still answers its orchestrator and its
+scraper, instead of being restarted for being busy.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
-
-UNCOUNTED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 WSGIApp = Callable[[dict[str, Any], Callable], Iterable[bytes]]
 
@@ -31,15 +30,15 @@ class ConcurrencyLimit:
     so it never waits).
     """
 
-    def __init__(self, app: WSGIApp, limit: int):
+    def __init__(self, app: WSGIApp, limit: int, uncounted_paths: Iterable[str] = ()):
         if limit < 1:
             raise ValueError(f"a concurrency limit is at least 1, not {limit}")
         self.app = app
-        self.limit = limit
+        self.uncounted_paths = frozenset(uncounted_paths)
         self._slots = threading.BoundedSemaphore(limit)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") in UNCOUNTED_PATHS:
+        if environ.get("PATH_INFO") in self.uncounted_paths:
             return self.app(environ, start_response)
         with self._slots:
             return self.app(environ, start_response)
